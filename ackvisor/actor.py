@@ -1,0 +1,749 @@
+"""Actors: the ``Actor`` behaviour (gen_server-like) and ``ActorRef``, its pid.
+
+An actor is one Trio task with a :class:`~ackvisor.mailbox.Mailbox`.  It
+handles one message at a time (GS-4): calls go to ``handle_call``, casts to
+``handle_cast``, everything else (plain sends, timer messages, ``Exit`` and
+``Down``) to ``handle_info``.  Each actor owns a private nursery for its
+helpers (``start_soon``) and child actors (``spawn``), so nothing it starts
+outlives it.
+
+Lifecycle guarantees:
+
+* start is synchronous (GS-1): ``spawn`` returns once ``init`` has returned;
+  an exception in ``init`` fails the start with :class:`StartError` and
+  ``terminate`` is not called (GS-2); ``init`` may return :data:`IGNORE`.
+* a handler that raises (or a helper task that raises) crashes the actor:
+  ``terminate(reason)`` runs, then the actor exits with that exception as its
+  reason.  ``self.stop(reason)`` or ``raise ActorExit(reason)`` stops it with
+  ``reason`` after ``terminate``.
+* decision (differs from OTP, documented): ``terminate`` also runs when a
+  supervisor shuts the actor down, whether or not it traps exits, bounded by
+  the child's shutdown time.  It does **not** run when the actor is killed
+  (``KILL``, ``brutal_kill``) or dies from a linked peer's abnormal exit while
+  not trapping (GS-17).  Python still runs ``finally`` blocks of a killed
+  actor, but any ``await`` in them is cancelled at once.
+* when an actor ends: its names are released, then linked actors get an exit
+  signal and monitors a ``Down`` (P-9), in that order.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import itertools
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
+
+import structlog
+import trio
+
+from .exits import (
+    KILLED,
+    NORMAL,
+    NOPROC,
+    SHUTDOWN,
+    CalleeExited,
+    CallingSelf,
+    CallTimeout,
+    Kill,
+    Killed,
+    Normal,
+    NoProcError,
+    Shutdown,
+    StartError,
+    is_expected,
+    reason_fields,
+)
+from .links import Down, Exit, MonitorRef
+from .mailbox import Mailbox, MailboxStatistics, OverflowPolicy
+from .timers import TimerRef
+
+if TYPE_CHECKING:
+    from .node import Node
+
+__all__ = [
+    "Actor",
+    "ActorRef",
+    "ActorExit",
+    "ActorStatistics",
+    "Caller",
+    "IGNORE",
+    "NOREPLY",
+    "current_actor",
+    "DEFAULT_SHUTDOWN",
+]
+
+log = structlog.get_logger("ackvisor.actor")
+
+DEFAULT_SHUTDOWN = 5.0
+_ids = itertools.count(1)
+_current: contextvars.ContextVar["_Cell | None"] = contextvars.ContextVar("ackvisor_actor", default=None)
+
+
+class _Sentinel:
+    __slots__ = ("_name",)
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __repr__(self) -> str:
+        return self._name
+
+
+IGNORE: Any = _Sentinel("IGNORE")
+"""Return this from ``init`` to end the start quietly (GS-2 ``ignore``): spawn returns None."""
+
+NOREPLY: Any = _Sentinel("NOREPLY")
+"""Return this from ``handle_call`` to reply later with ``caller.reply(value)`` (GS-14)."""
+
+
+class ActorExit(Exception):
+    """Raise from a handler or helper to stop the actor with ``reason`` (``terminate`` runs first)."""
+
+    def __init__(self, reason: Any = NORMAL) -> None:
+        super().__init__(str(reason))
+        self.reason = reason
+
+
+# ---------------------------------------------------------------- envelopes
+
+
+class _Call:
+    __slots__ = ("request", "caller")
+
+    def __init__(self, request: Any, caller: "Caller") -> None:
+        self.request = request
+        self.caller = caller
+
+
+class _Cast:
+    __slots__ = ("request",)
+
+    def __init__(self, request: Any) -> None:
+        self.request = request
+
+
+class _Timed:
+    __slots__ = ("tref", "message")
+
+    def __init__(self, tref: TimerRef, message: Any) -> None:
+        self.tref = tref
+        self.message = message
+
+
+class Caller:
+    """The ``From`` of a call: reply to it exactly once, now or later (GS-14).
+
+    Replying to a caller that already gave up (timeout, cancellation) is a
+    silent no-op, like an OTP 24 alias (GS-12, GS-13).
+    """
+
+    __slots__ = ("_event", "_value", "_error", "_done", "task")
+
+    def __init__(self) -> None:
+        self._event = trio.Event()
+        self._value: Any = None
+        self._error: BaseException | None = None
+        self._done = False
+        self.task: Any = None
+
+    def reply(self, value: Any) -> None:
+        """Send the reply; ignored if already replied or the caller left."""
+        if self._done:
+            return
+        self._done = True
+        self._value = value
+        self._event.set()
+
+    def _fail(self, error: BaseException) -> None:
+        if self._done:
+            return
+        self._done = True
+        self._error = error
+        self._event.set()
+
+    @property
+    def replied(self) -> bool:
+        """True once a reply (or a failure) has been delivered or the caller gave up."""
+        return self._done
+
+
+@dataclass(frozen=True, slots=True)
+class ActorStatistics:
+    """A snapshot of an actor: identity, liveness, mailbox counters, links and monitors."""
+
+    id: int
+    name: str | None
+    actor: str
+    alive: bool
+    trap_exit: bool
+    mailbox: MailboxStatistics
+    links: int
+    monitors: int
+    exit_reason: str | None
+
+
+# --------------------------------------------------------------------- refs
+
+
+class ActorRef:
+    """The address of one actor incarnation (a pid): compare and hash by identity.
+
+    ``cast`` and ``send`` are sync and never block; sending to a dead actor is
+    a silent no-op (GS-5).  ``call`` is async and always a checkpoint.  A
+    restarted child gets a new ``ActorRef``; old refs stay dead.
+    """
+
+    __slots__ = ("_cell", "id", "__weakref__")
+
+    def __init__(self, cell: "_Cell") -> None:
+        self._cell = cell
+        self.id = cell.id
+
+    def __repr__(self) -> str:
+        cell = self._cell
+        label = cell.name or type(cell.actor).__name__
+        return f"<ActorRef #{self.id} {label}{'' if cell.alive else ' dead'}>"
+
+    @property
+    def name(self) -> str | None:
+        """The name given at spawn, if any."""
+        return self._cell.name
+
+    @property
+    def alive(self) -> bool:
+        """True until the actor's exit is final."""
+        return self._cell.alive
+
+    @property
+    def exit_reason(self) -> Any:
+        """The final exit reason, or None while alive."""
+        return None if self._cell.alive else self._cell.reason
+
+    @property
+    def node(self) -> "Node":
+        """The node this actor lives on."""
+        return self._cell.node
+
+    def cast(self, request: Any) -> None:
+        """Queue ``request`` for ``handle_cast``; sync, never blocks, always succeeds (GS-5)."""
+        self._cell.mailbox.put(_Cast(request))
+
+    def send(self, message: Any) -> None:
+        """Queue ``message`` for ``handle_info``; sync, never blocks."""
+        self._cell.mailbox.put(message)
+
+    async def call(self, request: Any, *, timeout: float | None = 5.0) -> Any:
+        """Send ``request`` to ``handle_call`` and wait for the reply (GS-10..GS-13).
+
+        Raises :class:`NoProcError` at once if the actor is dead,
+        :class:`CalleeExited` (with the callee's reason) as soon as it dies
+        before replying, :class:`CallTimeout` after ``timeout`` seconds
+        (``None`` waits forever; the callee keeps running and a late reply is
+        dropped), :class:`CallingSelf` if an actor calls itself.  If the caller
+        is cancelled, ``Cancelled`` propagates unchanged.
+        """
+        cell = self._cell
+        if not cell.alive:
+            await trio.lowlevel.checkpoint()
+            raise NoProcError(self)
+        if cell.task is not None and cell.task is trio.lowlevel.current_task():
+            raise CallingSelf(f"{self} called itself")
+        caller = Caller()
+        token = object()
+        cell.watchers[token] = lambda ref, reason: caller._fail(CalleeExited(ref, reason))
+        try:
+            cell.mailbox.put(_Call(request, caller))
+            if timeout is None:
+                await caller._event.wait()
+            else:
+                with trio.move_on_after(timeout):
+                    await caller._event.wait()
+                if not caller._done:
+                    raise CallTimeout(self, request, timeout)
+        finally:
+            caller._done = True
+            cell.watchers.pop(token, None)
+        if caller._error is not None:
+            raise caller._error
+        return caller._value
+
+    def exit(self, reason: Any) -> None:
+        """Send an exit signal as if a link fired (P-3): ``KILL`` kills, trapping actors get ``Exit``."""
+        sender = _current.get()
+        self._cell.signal(sender.ref if sender is not None else None, reason, from_self=sender is self._cell)
+
+    async def stop(self, reason: Any = NORMAL, *, timeout: float | None = None) -> None:
+        """Stop the actor with ``reason`` (``terminate`` runs) and wait until it has ended (GS-20).
+
+        Raises NoProcError if it was not alive; raises CallTimeout if it did
+        not end within ``timeout`` (it is then killed).
+        """
+        cell = self._cell
+        if not cell.alive:
+            await trio.lowlevel.checkpoint()
+            raise NoProcError(self)
+        cell.shutdown(reason, math.inf if timeout is None else timeout)
+        await self.wait()
+
+    async def wait(self) -> Any:
+        """Wait until the actor has ended and return its exit reason."""
+        cell = self._cell
+        if cell.alive:
+            if cell.done is None:
+                cell.done = trio.Event()
+            await cell.done.wait()
+        else:
+            await trio.lowlevel.checkpoint()
+        return cell.reason
+
+    def statistics(self) -> ActorStatistics:
+        """A frozen snapshot of this actor's state and mailbox counters."""
+        cell = self._cell
+        return ActorStatistics(
+            id=cell.id,
+            name=cell.name,
+            actor=type(cell.actor).__qualname__,
+            alive=cell.alive,
+            trap_exit=cell.trap_exit,
+            mailbox=cell.mailbox.statistics(),
+            links=len(cell.links),
+            monitors=len(cell.monitors),
+            exit_reason=None if cell.alive else str(cell.reason),
+        )
+
+    def _send_after(self, message: Any, seconds: float) -> TimerRef:
+        cell = self._cell
+        mailbox = cell.mailbox
+        return cell.node.timers.schedule(seconds, lambda tref: mailbox.put(_Timed(tref, message)))
+
+
+def current_actor() -> ActorRef | None:
+    """The ``ActorRef`` of the actor whose code is running (handlers and its helpers), or None."""
+    cell = _current.get()
+    return cell.ref if cell is not None else None
+
+
+def current_cell() -> "_Cell | None":
+    return _current.get()
+
+
+# ------------------------------------------------------------------ behaviour
+
+
+class Actor:
+    """Base class of every actor. Override the callbacks you need; all are async.
+
+    ``self.ref`` and ``self.node`` are set before ``init`` runs.
+    """
+
+    ref: ActorRef
+    node: "Node"
+    _cell: "_Cell"
+
+    #: Default shutdown time (seconds) a supervisor grants this actor's ``terminate``.
+    shutdown_timeout: ClassVar[float] = DEFAULT_SHUTDOWN
+
+    async def init(self, *args: Any, **kwargs: Any) -> Any:
+        """Set up state. Return :data:`IGNORE` to not start. Raising fails the start."""
+
+    async def handle_call(self, request: Any, caller: Caller) -> Any:
+        """Answer a call: the return value is the reply, or :data:`NOREPLY` to reply later."""
+        raise NotImplementedError(f"{type(self).__name__} does not handle calls (got {request!r})")
+
+    async def handle_cast(self, request: Any) -> None:
+        """Handle a cast."""
+        raise NotImplementedError(f"{type(self).__name__} does not handle casts (got {request!r})")
+
+    async def handle_info(self, message: Any) -> None:
+        """Handle any other message; the default logs and drops it (GS-9)."""
+        log.warning("unexpected_message", actor=repr(self.ref), message=repr(message)[:200])
+
+    async def terminate(self, reason: Any) -> None:
+        """Clean up before exiting (see the module docstring for when it runs)."""
+
+    # ----- helpers available to subclasses (all sync except spawn)
+
+    def stop(self, reason: Any = NORMAL) -> None:
+        """Stop after the current handler returns, with ``reason`` (``terminate`` runs)."""
+        self._cell.stop_reason = reason
+
+    @property
+    def trap_exit(self) -> bool:
+        """Whether exit signals arrive as :class:`Exit` messages instead of killing this actor."""
+        return self._cell.trap_exit
+
+    @trap_exit.setter
+    def trap_exit(self, flag: bool) -> None:
+        self._cell.trap_exit = bool(flag)
+
+    def link(self, ref: ActorRef) -> None:
+        """Link to ``ref`` (P-1)."""
+        self._cell.link(ref)
+
+    def unlink(self, ref: ActorRef) -> None:
+        """Remove the link to ``ref``."""
+        self._cell.unlink(ref)
+
+    def monitor(self, ref: ActorRef) -> MonitorRef:
+        """Monitor ``ref``; a :class:`Down` arrives in ``handle_info`` when it ends (P-4, P-5)."""
+        return self._cell.monitor(ref)
+
+    def demonitor(self, mref: MonitorRef) -> None:
+        """Remove a monitor; its Down is never handled afterwards (P-6)."""
+        self._cell.demonitor(mref)
+
+    def send_after(self, message: Any, seconds: float) -> TimerRef:
+        """Deliver ``message`` to this actor's ``handle_info`` after ``seconds``."""
+        return self.ref._send_after(message, seconds)
+
+    def start_soon(self, fn: Callable[..., Any], *args: Any, name: str | None = None) -> None:
+        """Run ``fn(*args)`` as a helper task owned by this actor; if it raises, the actor crashes."""
+        self._cell.start_helper(fn, args, name)
+
+    async def spawn(self, actor: "type[Actor] | Actor", *args: Any, **options: Any) -> ActorRef | None:
+        """Start a child actor owned by this one (it dies with this actor); see :meth:`Node.spawn`."""
+        return await self.node._spawn_in(self._cell.nursery, actor, args, owner=self._cell, **options)
+
+
+# ------------------------------------------------------------------- process
+
+
+class _Cell:
+    """The runtime side of one actor incarnation (private)."""
+
+    __slots__ = (
+        "id",
+        "ref",
+        "actor",
+        "node",
+        "name",
+        "mailbox",
+        "scope",
+        "loop_scope",
+        "nursery",
+        "task",
+        "links",
+        "monitors",
+        "watchers",
+        "trap_exit",
+        "alive",
+        "reason",
+        "pending",
+        "run_terminate",
+        "stop_reason",
+        "done",
+        "started",
+    )
+
+    def __init__(
+        self,
+        node: "Node",
+        actor: Actor,
+        *,
+        name: str | None,
+        mailbox_size: float,
+        overflow: OverflowPolicy,
+    ) -> None:
+        self.id = next(_ids)
+        self.node = node
+        self.actor = actor
+        self.name = name
+        self.mailbox = Mailbox(
+            mailbox_size,
+            overflow,
+            on_dead_letter=self._dead_letter,
+            on_overflow=self._overflowed,
+        )
+        self.ref = ActorRef(self)
+        self.scope: trio.CancelScope | None = None
+        self.loop_scope: trio.CancelScope | None = None
+        self.nursery: trio.Nursery | None = None
+        self.task: Any = None
+        self.links: set[_Cell] = set()
+        self.monitors: dict[MonitorRef, _Cell] = {}  # monitors *I* hold -> target
+        self.watchers: dict[object, Callable[[ActorRef, Any], None]] = {}
+        self.trap_exit = False
+        self.alive = True
+        self.reason: Any = None
+        self.pending: Any = None
+        self.run_terminate = True
+        self.stop_reason: Any = None
+        self.done: trio.Event | None = None
+        self.started = False
+        actor.ref = self.ref
+        actor.node = node
+        actor._cell = self
+
+    # ----- signals from outside (all sync)
+
+    def shutdown(self, reason: Any = SHUTDOWN, timeout: float = DEFAULT_SHUTDOWN) -> None:
+        """Orderly stop: interrupt the loop, run ``terminate`` within ``timeout``, then kill."""
+        if not self.alive:
+            return
+        if timeout == "brutal_kill":
+            self.kill()
+            return
+        if self.pending is None:
+            self.pending = reason
+        if self.scope is not None and timeout != math.inf:
+            self.scope.deadline = min(self.scope.deadline, trio.current_time() + timeout)
+        if self.loop_scope is not None:
+            self.loop_scope.cancel()
+        elif self.scope is not None and not self.started:
+            self.scope.cancel()  # still in init: abandon the start
+
+    def kill(self, reason: Any = KILLED) -> None:
+        """Untrappable stop: no ``terminate`` (R-3)."""
+        if not self.alive:
+            return
+        self.pending = reason
+        self.run_terminate = False
+        if self.scope is not None:
+            self.scope.cancel()
+
+    def signal(self, sender: ActorRef | None, reason: Any, *, from_self: bool = False) -> None:
+        """Deliver an exit signal per P-2/P-3."""
+        if not self.alive:
+            return
+        if isinstance(reason, Kill):
+            self.kill(KILLED)
+        elif self.trap_exit and not from_self:
+            self.mailbox.put(Exit(sender, reason))
+        elif isinstance(reason, Normal) and not from_self:
+            return
+        else:
+            self.kill(reason)
+
+    def crash(self, reason: Any) -> None:
+        """Fail from inside (a helper raised): like a handler crash, ``terminate`` runs."""
+        if not self.alive or self.pending is not None:
+            return
+        self.pending = reason
+        if self.loop_scope is not None:
+            self.loop_scope.cancel()
+        elif self.scope is not None:
+            self.scope.cancel()
+
+    def _overflowed(self) -> None:
+        from .exits import Error
+
+        self.crash(Error("mailbox_overflow", depth=self.mailbox.depth))
+
+    def _dead_letter(self, item: Any, why: str) -> None:
+        if isinstance(item, _Call):
+            item.caller._fail(CalleeExited(self.ref, why))
+        message = item.request if isinstance(item, (_Call, _Cast)) else getattr(item, "message", item)
+        log.warning("dead_letter", actor=repr(self.ref), why=why, message=repr(message)[:200])
+
+    # ----- links and monitors
+
+    def link(self, ref: ActorRef) -> None:
+        other = ref._cell
+        if other is self:
+            return
+        if not other.alive:
+            if self.trap_exit:
+                self.mailbox.put(Exit(ref, NOPROC))
+                return
+            raise NoProcError(ref)
+        self.links.add(other)
+        other.links.add(self)
+
+    def unlink(self, ref: ActorRef) -> None:
+        other = ref._cell
+        self.links.discard(other)
+        other.links.discard(self)
+
+    def monitor(self, ref: ActorRef) -> MonitorRef:
+        target = ref._cell
+        mref = MonitorRef(ref)
+        if not target.alive:
+            mref.active = True
+            self.mailbox.put(Down(mref, ref, NOPROC))
+            return mref
+        self.monitors[mref] = target
+        mailbox = self.mailbox
+        target.watchers[mref] = lambda r, reason: mailbox.put(Down(mref, r, reason))
+        return mref
+
+    def demonitor(self, mref: MonitorRef) -> None:
+        mref.active = False
+        target = self.monitors.pop(mref, None)
+        if target is not None:
+            target.watchers.pop(mref, None)
+
+    # ----- helpers
+
+    def start_helper(self, fn: Callable[..., Any], args: tuple[Any, ...], name: str | None) -> None:
+        if self.nursery is None:
+            raise RuntimeError("actor has no nursery (not started or already ended)")
+        self.nursery.start_soon(self._guard_helper, fn, args, name=name or getattr(fn, "__qualname__", None))
+
+    async def _guard_helper(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        try:
+            await fn(*args)
+        except ActorExit as e:
+            self.crash(e.reason)
+        except Exception as e:
+            self.crash(e)
+
+    # ----- the task
+
+    async def run(
+        self,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        register: Callable[["_Cell"], None] | None,
+        task_status: trio.TaskStatus[ActorRef | None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        _current.set(self)
+        self.task = trio.lowlevel.current_task()
+        actor = self.actor
+        init_failure: Any = None
+        self.scope = trio.CancelScope()
+        ignored = False
+        try:
+            with self.scope:
+                async with trio.open_nursery() as nursery:
+                    self.nursery = nursery
+                    try:
+                        if register is not None:
+                            register(self)
+                        result = await actor.init(*args, **kwargs)
+                    except Exception as e:
+                        init_failure = e
+                        nursery.cancel_scope.cancel()
+                    else:
+                        if result is IGNORE:
+                            ignored = True
+                            nursery.cancel_scope.cancel()
+                        else:
+                            self.started = True
+                            task_status.started(self.ref)
+                            await self._serve()
+                            nursery.cancel_scope.cancel()
+        except trio.Cancelled:
+            # Cancelled from outside our own scopes (the owner's nursery is
+            # closing): an orderly shutdown, ``terminate`` already ran in _serve.
+            if self.reason is None:
+                self.reason = self.pending if self.pending is not None else SHUTDOWN
+            raise
+        finally:
+            if self.reason is None:
+                if init_failure is not None:
+                    self.reason = init_failure
+                elif ignored:
+                    self.reason = NORMAL
+                elif self.pending is not None and (not self.started or not self.run_terminate):
+                    self.reason = self.pending
+                elif not self.started:
+                    self.reason = SHUTDOWN
+                elif self.scope.cancelled_caught and self.stop_reason is None:
+                    self.reason = self.pending if self.pending is not None else KILLED
+                else:
+                    self.reason = self.stop_reason if self.stop_reason is not None else NORMAL
+            self._exit()
+        if not self.started:
+            if ignored:
+                task_status.started(None)
+                return
+            raise StartError(repr(self.ref), self.reason)
+
+    async def _serve(self) -> None:
+        """The receive loop, then ``terminate``. Sets ``stop_reason`` to the exit reason."""
+        actor = self.actor
+        mailbox = self.mailbox
+        reason: Any = None
+        self.loop_scope = trio.CancelScope()
+        try:
+            with self.loop_scope:
+                while self.stop_reason is None:
+                    item = await mailbox.get()
+                    cls = type(item)
+                    try:
+                        if cls is _Cast:
+                            await actor.handle_cast(item.request)
+                        elif cls is _Call:
+                            caller = item.caller
+                            if caller._done:
+                                continue  # the caller gave up before we got to it
+                            result = await actor.handle_call(item.request, caller)
+                            if result is not NOREPLY:
+                                caller.reply(result)
+                        elif cls is _Timed:
+                            if item.tref.cancelled:
+                                continue
+                            await actor.handle_info(item.message)
+                        elif cls is Down:
+                            if not item.monitor.active:
+                                continue
+                            item.monitor.active = False
+                            self.monitors.pop(item.monitor, None)
+                            await actor.handle_info(item)
+                        else:
+                            await actor.handle_info(item)
+                    except ActorExit as e:
+                        self.stop_reason = e.reason
+                    except Exception as e:
+                        self.stop_reason = e
+        except trio.Cancelled:
+            # Not our loop_scope's cancel: the owner's nursery is closing, or we
+            # were killed. An orderly close still gets a bounded ``terminate``.
+            self.loop_scope = None
+            if self.run_terminate and not self.scope.cancel_called:
+                self.stop_reason = self.pending if self.pending is not None else SHUTDOWN
+                with trio.CancelScope(shield=True) as cleanup:
+                    cleanup.deadline = trio.current_time() + self.actor.shutdown_timeout
+                    await self._terminate(self.stop_reason)
+            raise
+        finally:
+            self.loop_scope = None
+        if self.stop_reason is None:
+            # The loop was interrupted: an orderly shutdown or a helper crash.
+            self.stop_reason = self.pending if self.pending is not None else SHUTDOWN
+        reason = self.stop_reason
+        if self.run_terminate:
+            await self._terminate(reason)
+
+    async def _terminate(self, reason: Any) -> None:
+        try:
+            await self.actor.terminate(reason)
+        except trio.Cancelled:
+            # Ran out of shutdown time: the supervisor's deadline is the kill.
+            self.stop_reason = KILLED
+            raise
+        except Exception as e:
+            log.error("terminate_failed", actor=repr(self.ref), **reason_fields(e))
+            self.stop_reason = e
+
+    def _exit(self) -> None:
+        self.alive = False
+        self.nursery = None
+        self.mailbox.close()
+        node = self.node
+        node.registry._remove_actor(self.ref)
+        node._forget(self)
+        for mref in list(self.monitors):
+            self.demonitor(mref)
+        reason = self.reason
+        links, self.links = self.links, set()
+        for other in links:
+            other.links.discard(self)
+            other.signal(self.ref, reason)
+        watchers, self.watchers = self.watchers, {}
+        for notify in watchers.values():
+            notify(self.ref, reason)
+        if self.done is not None:
+            self.done.set()
+
+
+def describe_reason(reason: Any) -> str:
+    """Human text for a reason (``normal``, ``shutdown``, ``no_ack_received``, ``ValueError: x``)."""
+    if isinstance(reason, BaseException):
+        return f"{type(reason).__name__}: {reason}"
+    return str(reason)
+
+
+_EXPECTED_TYPES = (Normal, Shutdown, Killed)
+assert is_expected(NORMAL) and is_expected(SHUTDOWN)

@@ -1,0 +1,1 @@
+"""Phoenix Channels wire protocol, endpoint and channel runtime for ackvisor."""
