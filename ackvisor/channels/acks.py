@@ -1,0 +1,151 @@
+"""``AckTracker``: server-tracked delivery for one channel (the seed's pattern, written once).
+
+Flow of one acked push:
+
+1. :meth:`AckTracker.track` assigns a unique ``message_id`` and records it as
+   awaiting ack;
+2. the frame is written to the socket; only then :meth:`AckTracker.written`
+   arms ``check_ack(message_id)`` after ``ack_timeout`` - so time spent in our
+   own queues never counts against a slow-but-alive client;
+3. the client answers ``message_ack {message_id, status}``;
+   :meth:`AckTracker.ack` forgets the id and cancels its timer;
+4. if :class:`CheckAck` arrives while the id is still awaited,
+   :meth:`AckTracker.expired` returns the record and the channel exits with
+   ``Error("no_ack_received", ...)``.
+
+Guarantees: message ids are unique within the process and across restarts
+(a random per-process prefix plus a counter); after ``ack`` the timer's
+message is never handled; an unknown or repeated ack returns False and never
+raises.
+"""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from ..actor import ActorRef
+from ..exits import Error
+from ..timers import TimerRef
+
+__all__ = ["AckTracker", "CheckAck", "PendingAck", "AckStatistics", "new_message_id"]
+
+_PREFIX = secrets.token_hex(4)
+_counter = itertools.count(1)
+
+
+def new_message_id() -> str:
+    """A process-unique message id (random prefix + counter), cheap to make."""
+    return f"{_PREFIX}-{next(_counter)}"
+
+
+@dataclass(frozen=True, slots=True)
+class CheckAck:
+    """The timer message a channel sends itself: is ``message_id`` still awaited?"""
+
+    message_id: str
+
+
+class PendingAck:
+    """One message awaiting its ack."""
+
+    __slots__ = ("message_id", "event", "queued_at", "sent_at", "timer")
+
+    def __init__(self, message_id: str, event: str, queued_at: float) -> None:
+        self.message_id = message_id
+        self.event = event
+        self.queued_at = queued_at
+        self.sent_at: float | None = None
+        self.timer: TimerRef | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AckStatistics:
+    """Counters of one tracker: awaiting now, tracked, acked, unknown acks, expired."""
+
+    awaiting: int
+    tracked: int
+    acked: int
+    unknown: int
+    expired: int
+
+
+class AckTracker:
+    """Message ids awaiting ack for one channel actor, with their ``check_ack`` timers."""
+
+    __slots__ = ("owner", "ack_timeout", "awaiting", "_tracked", "_acked", "_unknown", "_expired")
+
+    def __init__(self, owner: ActorRef, ack_timeout: float) -> None:
+        if not ack_timeout > 0:
+            raise ValueError(f"ack_timeout must be > 0 seconds, not {ack_timeout!r}")
+        self.owner = owner
+        self.ack_timeout = ack_timeout
+        self.awaiting: dict[str, PendingAck] = {}
+        self._tracked = 0
+        self._acked = 0
+        self._unknown = 0
+        self._expired = 0
+
+    def track(self, event: str) -> PendingAck:
+        """Record a new message as awaiting ack and return it (its timer is armed by :meth:`written`)."""
+        pending = PendingAck(new_message_id(), event, trio.current_time())
+        self.awaiting[pending.message_id] = pending
+        self._tracked += 1
+        return pending
+
+    def written(self, pending: PendingAck) -> None:
+        """The frame was handed to the socket: start the ack deadline now."""
+        if pending.message_id not in self.awaiting:
+            return  # acked before we even got here
+        pending.sent_at = trio.current_time()
+        pending.timer = self.owner._send_after(CheckAck(pending.message_id), self.ack_timeout)
+
+    def ack(self, message_id: Any) -> bool:
+        """Forget ``message_id`` and cancel its timer; False if it was not awaited."""
+        pending = self.awaiting.pop(message_id, None) if isinstance(message_id, str) else None
+        if pending is None:
+            self._unknown += 1
+            return False
+        if pending.timer is not None:
+            pending.timer.cancel()
+        self._acked += 1
+        return True
+
+    def expired(self, check: CheckAck) -> PendingAck | None:
+        """The record if ``check.message_id`` is still awaited (the channel must then exit), else None."""
+        pending = self.awaiting.get(check.message_id)
+        if pending is not None:
+            self._expired += 1
+        return pending
+
+    def no_ack_reason(self, pending: PendingAck, **context: Any) -> Error:
+        """The exit reason for an expired ack, with the report's keys."""
+        waited = trio.current_time() - (pending.sent_at if pending.sent_at is not None else pending.queued_at)
+        return Error(
+            "no_ack_received",
+            message_id=pending.message_id,
+            message_event=pending.event,
+            waited_ms=round(waited * 1000, 1),
+            awaiting=len(self.awaiting),
+            **context,
+        )
+
+    def cancel_all(self) -> None:
+        """Cancel every timer (the channel is ending)."""
+        for pending in self.awaiting.values():
+            if pending.timer is not None:
+                pending.timer.cancel()
+
+    def statistics(self) -> AckStatistics:
+        """A frozen snapshot of the counters."""
+        return AckStatistics(
+            awaiting=len(self.awaiting),
+            tracked=self._tracked,
+            acked=self._acked,
+            unknown=self._unknown,
+            expired=self._expired,
+        )

@@ -1,0 +1,119 @@
+"""Local PubSub: topic subscriptions and broadcast between actors of one node.
+
+Subscriptions live in the node registry's groups, so a subscriber that dies
+is unsubscribed automatically (before its monitors hear of it).  Broadcast is
+sync and never blocks: it puts one :class:`Broadcast` message in each
+subscriber's mailbox, in subscription order.  Messages from one broadcaster
+to one subscriber keep their order.
+
+The :class:`PubSub` actor is the node's pubsub service (registered as
+``"pubsub"``); with the local adapter it only owns the counters, with a
+distributed adapter (Redis) it also owns the relay tasks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..actor import Actor, ActorRef, current_actor
+from ..node import Node
+
+__all__ = ["Broadcast", "PubSub", "subscribe", "unsubscribe", "broadcast", "subscribers", "PubSubStatistics"]
+
+_GROUP = "pubsub"
+
+
+@dataclass(frozen=True, slots=True)
+class Broadcast:
+    """The message a subscriber receives: topic, event, payload, and the broadcasting actor (or None)."""
+
+    topic: str
+    event: str
+    payload: Any
+    sender: ActorRef | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PubSubStatistics:
+    """Counters of the local pubsub: broadcasts made and messages delivered."""
+
+    topics: int
+    broadcasts: int
+    delivered: int
+
+
+class _Counters:
+    __slots__ = ("broadcasts", "delivered")
+
+    def __init__(self) -> None:
+        self.broadcasts = 0
+        self.delivered = 0
+
+
+def _counters(node: Node) -> _Counters:
+    counters = getattr(node, "_pubsub_counters", None)
+    if counters is None:
+        counters = _Counters()
+        node._pubsub_counters = counters  # type: ignore[attr-defined]
+    return counters
+
+
+def subscribe(node: Node, topic: str, ref: ActorRef | None = None) -> None:
+    """Subscribe ``ref`` (default: the current actor) to ``topic``; sync."""
+    ref = ref if ref is not None else _require_actor()
+    if ref not in node.registry.members((_GROUP, topic)):
+        node.registry.join((_GROUP, topic), ref)
+
+
+def unsubscribe(node: Node, topic: str, ref: ActorRef | None = None) -> None:
+    """Remove ``ref``'s (default: the current actor's) subscription to ``topic``; sync."""
+    ref = ref if ref is not None else _require_actor()
+    node.registry.leave((_GROUP, topic), ref)
+
+
+def subscribers(node: Node, topic: str) -> list[ActorRef]:
+    """Live subscribers of ``topic``."""
+    return node.registry.members((_GROUP, topic))
+
+
+def broadcast(node: Node, topic: str, event: str, payload: Any, *, exclude: ActorRef | None = None) -> int:
+    """Deliver ``Broadcast(topic, event, payload)`` to every subscriber but ``exclude``; returns how many."""
+    sender = current_actor()
+    message = Broadcast(topic, event, payload, sender)
+    n = 0
+    for ref in node.registry.members((_GROUP, topic)):
+        if ref is not exclude:
+            ref.send(message)
+            n += 1
+    counters = _counters(node)
+    counters.broadcasts += 1
+    counters.delivered += n
+    return n
+
+
+def _require_actor() -> ActorRef:
+    ref = current_actor()
+    if ref is None:
+        raise RuntimeError("subscribe/unsubscribe without ref= must be called from inside an actor")
+    return ref
+
+
+class PubSub(Actor):
+    """The node's pubsub service actor (local adapter). Query with ``call("statistics")``."""
+
+    async def init(self, adapter: str = "local") -> None:
+        if adapter != "local":
+            raise ValueError(f"pubsub adapter {adapter!r} is not available in this build (only 'local')")
+        self.adapter = adapter
+
+    async def handle_call(self, request: Any, caller: Any) -> Any:
+        if request == "statistics":
+            return self.statistics()
+        raise ValueError(f"unknown pubsub request {request!r}")
+
+    def statistics(self) -> PubSubStatistics:
+        """Topics with subscribers, broadcasts made and messages delivered on this node."""
+        counters = _counters(self.node)
+        topics = sum(1 for g in self.node.registry.groups() if isinstance(g, tuple) and g[0] == _GROUP)
+        return PubSubStatistics(topics=topics, broadcasts=counters.broadcasts, delivered=counters.delivered)

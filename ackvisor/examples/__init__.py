@@ -1,0 +1,1 @@
+"""Example applications built on ackvisor (the seed's superheroes app)."""
