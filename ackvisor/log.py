@@ -48,6 +48,20 @@ def redact(value: Any, _depth: int = 0) -> Any:
     return value
 
 
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+        return "infinity" if value > 0 else str(value)
+    return value
+
+
+def _plain_numbers(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """JSON has no Infinity/NaN: render them as strings (e.g. ``shutdown="infinity"``)."""
+    for key, value in event_dict.items():
+        if isinstance(value, float):
+            event_dict[key] = _finite(value)
+    return event_dict
+
+
 def _redact_processor(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key in list(event_dict):
         if key in ("event", "level", "timestamp", "logger"):
@@ -71,6 +85,7 @@ def configure_logging(format: LogFormat = "auto", level: str = "info", *, stream
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _redact_processor,
+        _plain_numbers,
     ]
     if format == "json":
         processors += [structlog.processors.dict_tracebacks, structlog.processors.JSONRenderer(default=repr)]
