@@ -188,7 +188,7 @@ class Channel:
 
     async def reply(self, to: ReplyRef, status: str, response: dict[str, Any] | None = None) -> None:
         """Send a deferred reply (see :meth:`socket_ref`)."""
-        await self._server.transport.reply(to.join_ref, to.ref, to.topic, status, response or {})
+        await self._server.reply_to(to, status, response or {})
 
     def socket_ref(self) -> ReplyRef:
         """The reply address of the message being handled, for a reply after ``handle_in`` returned."""

@@ -110,6 +110,13 @@ class ChannelServer(Actor):
         except TransportClosed:
             raise ActorExit(_CLOSED) from None
 
+    async def reply_to(self, to: ReplyRef, status: str, response: dict) -> None:
+        """A deferred reply (``Channel.reply``); a closed socket ends the channel quietly."""
+        try:
+            await self.transport.reply(to.join_ref, to.ref, to.topic, status, response)
+        except TransportClosed:
+            raise ActorExit(_CLOSED) from None
+
     def current_reply_ref(self) -> ReplyRef:
         msg = self._current
         if msg is None:
@@ -173,7 +180,8 @@ class ChannelServer(Actor):
                 await self._reply(msg, "ok", {})
         else:
             log.info("unknown_ack", topic=msg.topic, message_id=repr(message_id)[:80], connection=self.socket.connection_id)
-            await self._reply(msg, "error", {"reason": "unknown message_id"})
+            if msg.ref is not None:  # a reply without a ref reaches nobody
+                await self._reply(msg, "error", {"reason": "unknown message_id"})
 
     async def _reply(self, msg: Message, status: str, response: dict) -> None:
         try:

@@ -75,6 +75,15 @@ class _Frame:
         self.error = error
 
 
+class _ReaderDone:
+    """The reader stopped (peer closed, heartbeat timeout): the actor ends with ``reason``."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: Any) -> None:
+        self.reason = reason
+
+
 class _Joined:
     __slots__ = ("ref", "join_ref")
 
@@ -100,16 +109,23 @@ def origin_allowed(origin: str | None, allowed: tuple[str, ...]) -> bool:
     if origin is None or not allowed:
         return True
     try:
+        # The Origin header is untrusted: a bad port ("https://x:abc") only
+        # raises when .port is read, so read it here.
         parts = urlsplit(origin)
+        port = parts.port
     except ValueError:
         return False
     host = (parts.hostname or "").lower()
     for entry in allowed:
-        want = urlsplit(entry if "//" in entry else f"//{entry}")
+        try:
+            want = urlsplit(entry if "//" in entry else f"//{entry}")
+            want_port = want.port
+        except ValueError:
+            continue  # a malformed allow-list entry matches nothing
         if want.scheme and want.scheme != parts.scheme:
             continue
         want_host = (want.hostname or "").lower()
-        if want.port is not None and want.port != parts.port:
+        if want_port is not None and want_port != port:
             continue
         if want_host.startswith("*."):
             if host.endswith(want_host[1:]) and host != want_host[2:]:
@@ -153,6 +169,12 @@ class Connection(Actor):
             if ws is None:
                 raise ActorExit(Shutdown("rejected"))
             await self._read_loop(ws)
+            # The reader is done (bad frame, peer closed, heartbeat timeout) and
+            # has told the actor, which closes the socket with the right code
+            # (1001/1003/1007/1011) in its own task and then ends, cancelling
+            # us. Closing the stream here would race that close frame and the
+            # client would only see 1006.
+            await trio.sleep_forever()
         finally:
             await trio.aclose_forcefully(self.stream)
 
@@ -240,10 +262,12 @@ class Connection(Actor):
                 code = int(reason.code) if reason is not None else 1006
                 if code == 1009:
                     log.warning("bad_frame", connection=self.ref.id, peer=self.peer, reason="too_big", close_code=1009)
-                raise ActorExit(Shutdown(("closed", code))) from None
+                # Behind the frames already queued, so they are still handled in order.
+                put(_ReaderDone(Shutdown(("closed", code))))
+                return
         if idle.cancelled_caught:
             log.info("heartbeat_timeout", connection=self.ref.id, peer=self.peer, seconds=heartbeat_timeout)
-            raise ActorExit(Shutdown("heartbeat_timeout"))
+            put(_ReaderDone(Shutdown("heartbeat_timeout")))
 
     # ----- messages
 
@@ -255,11 +279,17 @@ class Connection(Actor):
             await self._channel_exited(message)
         elif cls is _Frame:
             await self._bad_frame(message.error)
+        elif cls is _ReaderDone:
+            self.stop(message.reason)
         else:
             log.warning("connection_unexpected_message", connection=self.ref.id, message=repr(message)[:200])
 
     async def _route(self, msg: Message) -> None:
         topic, event = msg.topic, msg.event
+        if topic == "phoenix" and event == "heartbeat":
+            # First, as in Phoenix: a route such as "*" must not swallow heartbeats.
+            await self._reply(None, msg.ref, "phoenix", "ok", {})
+            return
         joined = self.channels.get(topic)
         if event == "phx_join":
             if joined is not None:
@@ -271,9 +301,7 @@ class Connection(Actor):
                 return  # stale join_ref: silently ignored (Phoenix >= 1.8.3)
             joined.ref.send(msg)
             return
-        if topic == "phoenix" and event == "heartbeat":
-            await self._reply(None, msg.ref, "phoenix", "ok", {})
-        elif event == "phx_leave":
+        if event == "phx_leave":
             await self._reply(msg.join_ref, msg.ref, topic, "ok", {})
         else:
             await self._reply(None, msg.ref, topic, "error", {"reason": "unmatched topic"})
@@ -306,7 +334,7 @@ class Connection(Actor):
                 ChannelServer, channel_cls, joined_msg, self.transport, socket, self.channel_settings, link=True
             )
         except StartError as e:
-            log.error("channel_start_failed", connection=self.ref.id, topic=topic, **reason_fields(e.reason))
+            log.error("channel_start_failed", **_report(e.reason, connection=self.ref.id, topic=topic))
             await self._reply(None, msg.ref, topic, "error", {"reason": "join crashed"})
             return
         if ref is not None:
@@ -336,7 +364,9 @@ class Connection(Actor):
             # supervisor writes the one crash report and the socket closes 1011.
             self.stop(reason)
             return
-        log.error("channel_crashed", connection=self.ref.id, peer=self.peer, topic=topic, **reason_fields(reason))
+        # The reason's own details (a no-ack carries topic, connection, peer...)
+        # must not collide with ours as keyword arguments.
+        log.error("channel_crashed", **_report(reason, connection=self.ref.id, peer=self.peer, topic=topic))
         await self._send_control(joined.join_ref, topic, "phx_error", {"reason": "channel_crash"})
 
     async def _bad_frame(self, error: ProtocolError) -> None:
@@ -391,12 +421,17 @@ class Connection(Actor):
             connection=self.ref.id,
             peer=self.peer,
             close_code=closed if closed is not None else _client_code(reason),
-            reason=str(reason)[:200],
+            exit_reason=str(reason)[:200],  # not "reason": that key marks crash reports
         )
 
     def statistics_channels(self) -> dict[str, str | None]:
         """Joined topics and their join_refs."""
         return {topic: j.join_ref for topic, j in self.channels.items()}
+
+
+def _report(reason: Any, **context: Any) -> dict[str, Any]:
+    """Report keys: ``reason_fields(reason)`` plus ``context`` (context wins on a clash)."""
+    return {**reason_fields(reason), **context}
 
 
 def _client_code(reason: Any) -> int | None:

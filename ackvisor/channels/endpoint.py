@@ -73,6 +73,11 @@ class EndpointSettings:
             raise ValueError(f"ack_timeout must be > 0, not {self.ack_timeout!r}")
         if not self.max_frame_bytes > 0:
             raise ValueError(f"max_frame_bytes must be > 0, not {self.max_frame_bytes!r}")
+        for name in ("heartbeat_timeout", "handshake_timeout"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0 seconds, not {getattr(self, name)!r}")
+        if not self.max_channels >= 1:
+            raise ValueError(f"max_channels must be >= 1, not {self.max_channels!r}")
         object.__setattr__(self, "check_origin", tuple(self.check_origin))
 
 

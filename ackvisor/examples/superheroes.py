@@ -78,7 +78,8 @@ class SuperheroChannel(Channel):
         await self.push(event, payload, ack=True)
 
     async def handle_in(self, event: str, payload: Any, socket: Socket) -> Any:
-        if event == "add_superhero" and isinstance(payload.get("superhero"), dict):
+        # payload is bytes for a binary frame: never assume a dict.
+        if event == "add_superhero" and isinstance(payload, dict) and isinstance(payload.get("superhero"), dict):
             hero = await socket.assigns.store.call(("add", payload["superhero"]))
             return ("ok", {"superhero": hero})
         return await super().handle_in(event, payload, socket)
