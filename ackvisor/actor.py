@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 import structlog
 import trio
+from trio.lowlevel import Abort, checkpoint, current_task, reschedule, wait_task_rescheduled
 
 from .exits import (
     KILLED,
@@ -56,7 +57,7 @@ from .exits import (
 )
 from .links import Down, Exit, MonitorRef
 from .mailbox import Mailbox, MailboxStatistics, OverflowPolicy
-from .timers import TimerRef
+from .timers import _CANCELLED, TimerRef
 
 if TYPE_CHECKING:
     from .node import Node
@@ -108,14 +109,6 @@ class ActorExit(Exception):
 # ---------------------------------------------------------------- envelopes
 
 
-class _Call:
-    __slots__ = ("request", "caller")
-
-    def __init__(self, request: Any, caller: "Caller") -> None:
-        self.request = request
-        self.caller = caller
-
-
 class _Cast:
     __slots__ = ("request",)
 
@@ -131,21 +124,28 @@ class _Timed:
         self.message = message
 
 
+_TIMED_OUT: Any = _Sentinel("TIMED_OUT")
+
+
 class Caller:
     """The ``From`` of a call: reply to it exactly once, now or later (GS-14).
 
     Replying to a caller that already gave up (timeout, cancellation) is a
     silent no-op, like an OTP 24 alias (GS-12, GS-13).
+
+    (Internally the Caller is also the call's envelope in the callee's
+    mailbox, and the waiting task is parked/rescheduled directly: one object
+    per call, no ``trio.Event``.)
     """
 
-    __slots__ = ("_event", "_value", "_error", "_done", "task")
+    __slots__ = ("request", "_task", "_value", "_error", "_done")
 
-    def __init__(self) -> None:
-        self._event = trio.Event()
+    def __init__(self, request: Any = None) -> None:
+        self.request = request
+        self._task: Any = None
         self._value: Any = None
-        self._error: BaseException | None = None
+        self._error: Any = None
         self._done = False
-        self.task: Any = None
 
     def reply(self, value: Any) -> None:
         """Send the reply; ignored if already replied or the caller left."""
@@ -153,14 +153,33 @@ class Caller:
             return
         self._done = True
         self._value = value
-        self._event.set()
+        task = self._task
+        if task is not None:
+            self._task = None
+            reschedule(task)
 
-    def _fail(self, error: BaseException) -> None:
+    def _fail(self, error: Any) -> None:
         if self._done:
             return
         self._done = True
         self._error = error
-        self._event.set()
+        task = self._task
+        if task is not None:
+            self._task = None
+            reschedule(task)
+
+    def __call__(self, ref: "ActorRef", reason: Any) -> None:
+        # Watcher protocol: the callee ended before replying (GS-11).
+        self._fail(CalleeExited(ref, reason))
+
+    def _timed_out(self, _tref: Any) -> None:
+        self._fail(_TIMED_OUT)
+
+    def _abort(self, _raise_cancel: Any) -> Abort:
+        # The waiting caller was cancelled: from now on a reply is dropped.
+        self._task = None
+        self._done = True
+        return Abort.SUCCEEDED
 
     @property
     def replied(self) -> bool:
@@ -245,27 +264,37 @@ class ActorRef:
         """
         cell = self._cell
         if not cell.alive:
-            await trio.lowlevel.checkpoint()
+            await checkpoint()
             raise NoProcError(self)
-        if cell.task is not None and cell.task is trio.lowlevel.current_task():
+        task = current_task()
+        if cell.task is task:
             raise CallingSelf(f"{self} called itself")
-        caller = Caller()
-        token = object()
-        cell.watchers[token] = lambda ref, reason: caller._fail(CalleeExited(ref, reason))
+        caller = Caller(request)
+        watchers = cell.watchers
+        if watchers is None:
+            watchers = cell.watchers = {}
+        watchers[caller] = caller  # a Down-like notification if the callee dies first
+        timer = None
         try:
-            cell.mailbox.put(_Call(request, caller))
-            if timeout is None:
-                await caller._event.wait()
+            cell.mailbox.put(caller)
+            if caller._done:  # refused at once (mailbox overflow)
+                await checkpoint()
             else:
-                with trio.move_on_after(timeout):
-                    await caller._event.wait()
-                if not caller._done:
-                    raise CallTimeout(self, request, timeout)
+                if timeout is not None:
+                    # The node's timer heap, not a CancelScope: far cheaper per call.
+                    timer = cell.node.timers.schedule(timeout, caller._timed_out)
+                caller._task = task
+                await wait_task_rescheduled(caller._abort)
         finally:
             caller._done = True
-            cell.watchers.pop(token, None)
-        if caller._error is not None:
-            raise caller._error
+            del watchers[caller]
+            if timer is not None:
+                timer._discard()
+        error = caller._error
+        if error is not None:
+            if error is _TIMED_OUT:
+                raise CallTimeout(self, request, timeout)  # type: ignore[arg-type]
+            raise error
         return caller._value
 
     def exit(self, reason: Any) -> None:
@@ -283,8 +312,11 @@ class ActorRef:
         if not cell.alive:
             await trio.lowlevel.checkpoint()
             raise NoProcError(self)
+        deadline = math.inf if timeout is None else trio.current_time() + timeout
         cell.shutdown(reason, math.inf if timeout is None else timeout)
-        await self.wait()
+        final = await self.wait()
+        if isinstance(final, Killed) and not isinstance(reason, Killed) and trio.current_time() >= deadline:
+            raise CallTimeout(self, ("stop", reason), timeout)  # type: ignore[arg-type]
 
     async def wait(self) -> Any:
         """Wait until the actor has ended and return its exit reason."""
@@ -307,15 +339,21 @@ class ActorRef:
             alive=cell.alive,
             trap_exit=cell.trap_exit,
             mailbox=cell.mailbox.statistics(),
-            links=len(cell.links),
-            monitors=len(cell.monitors),
+            links=len(cell.links or ()),
+            monitors=len(cell.monitors or ()),
             exit_reason=None if cell.alive else str(cell.reason),
         )
 
     def _send_after(self, message: Any, seconds: float) -> TimerRef:
         cell = self._cell
         mailbox = cell.mailbox
-        return cell.node.timers.schedule(seconds, lambda tref: mailbox.put(_Timed(tref, message)))
+        timers = cell.timers
+        if timers is None:
+            timers = cell.timers = set()
+        tref = cell.node.timers.schedule(seconds, lambda tref: mailbox.put(_Timed(tref, message)), timers)
+        if not cell.alive:
+            tref.cancel()  # addressed to a dead actor: never delivered (T-4)
+        return tref
 
 
 def current_actor() -> ActorRef | None:
@@ -434,6 +472,7 @@ class _Cell:
         "stop_reason",
         "done",
         "started",
+        "timers",
     )
 
     def __init__(
@@ -460,9 +499,10 @@ class _Cell:
         self.loop_scope: trio.CancelScope | None = None
         self.nursery: trio.Nursery | None = None
         self.task: Any = None
-        self.links: set[_Cell] = set()
-        self.monitors: dict[MonitorRef, _Cell] = {}  # monitors *I* hold -> target
-        self.watchers: dict[object, Callable[[ActorRef, Any], None]] = {}
+        # Created on first use: most actors never link or monitor.
+        self.links: set[_Cell] | None = None
+        self.monitors: dict[MonitorRef, _Cell] | None = None  # monitors *I* hold -> target
+        self.watchers: dict[object, Callable[[ActorRef, Any], None]] | None = None
         self.trap_exit = False
         self.alive = True
         self.reason: Any = None
@@ -471,6 +511,7 @@ class _Cell:
         self.stop_reason: Any = None
         self.done: trio.Event | None = None
         self.started = False
+        self.timers: set[TimerRef] | None = None  # pending timers addressed to this actor
         actor.ref = self.ref
         actor.node = node
         actor._cell = self
@@ -522,8 +563,9 @@ class _Cell:
         self.pending = reason
         if self.loop_scope is not None:
             self.loop_scope.cancel()
-        elif self.scope is not None:
-            self.scope.cancel()
+        elif not self.started and self.scope is not None:
+            self.scope.cancel()  # still in init: the start fails with this reason
+        # else: already stopping (terminate is running); its reason stands
 
     def _overflowed(self) -> None:
         from .exits import Error
@@ -531,9 +573,9 @@ class _Cell:
         self.crash(Error("mailbox_overflow", depth=self.mailbox.depth))
 
     def _dead_letter(self, item: Any, why: str) -> None:
-        if isinstance(item, _Call):
-            item.caller._fail(CalleeExited(self.ref, why))
-        message = item.request if isinstance(item, (_Call, _Cast)) else getattr(item, "message", item)
+        if isinstance(item, Caller):
+            item._fail(CalleeExited(self.ref, why))
+        message = item.request if isinstance(item, (Caller, _Cast)) else getattr(item, "message", item)
         log.warning("dead_letter", actor=repr(self.ref), why=why, message=repr(message)[:200])
 
     # ----- links and monitors
@@ -547,13 +589,19 @@ class _Cell:
                 self.mailbox.put(Exit(ref, NOPROC))
                 return
             raise NoProcError(ref)
+        if self.links is None:
+            self.links = set()
+        if other.links is None:
+            other.links = set()
         self.links.add(other)
         other.links.add(self)
 
     def unlink(self, ref: ActorRef) -> None:
         other = ref._cell
-        self.links.discard(other)
-        other.links.discard(self)
+        if self.links:
+            self.links.discard(other)
+        if other.links:
+            other.links.discard(self)
 
     def monitor(self, ref: ActorRef) -> MonitorRef:
         target = ref._cell
@@ -562,15 +610,19 @@ class _Cell:
             mref.active = True
             self.mailbox.put(Down(mref, ref, NOPROC))
             return mref
+        if self.monitors is None:
+            self.monitors = {}
         self.monitors[mref] = target
         mailbox = self.mailbox
+        if target.watchers is None:
+            target.watchers = {}
         target.watchers[mref] = lambda r, reason: mailbox.put(Down(mref, r, reason))
         return mref
 
     def demonitor(self, mref: MonitorRef) -> None:
         mref.active = False
-        target = self.monitors.pop(mref, None)
-        if target is not None:
+        target = self.monitors.pop(mref, None) if self.monitors else None
+        if target is not None and target.watchers:
             target.watchers.pop(mref, None)
 
     # ----- helpers
@@ -587,6 +639,21 @@ class _Cell:
             self.crash(e.reason)
         except Exception as e:
             self.crash(e)
+        except KeyboardInterrupt:
+            self.node._interrupt()
+
+    def _split_interrupt(self, group: BaseExceptionGroup) -> None:
+        """A group escaped a handler: forward Ctrl-C to the node, crash on errors, re-raise the rest."""
+        ki, rest = group.split(KeyboardInterrupt)
+        if ki is None:
+            raise group
+        self.node._interrupt()
+        if rest is None:
+            return
+        if isinstance(rest, Exception):
+            self.stop_reason = rest
+            return
+        raise rest
 
     # ----- the task
 
@@ -598,33 +665,37 @@ class _Cell:
         task_status: trio.TaskStatus[ActorRef | None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         _current.set(self)
-        self.task = trio.lowlevel.current_task()
+        self.task = current_task()
         actor = self.actor
         init_failure: Any = None
-        self.scope = trio.CancelScope()
         ignored = False
         try:
-            with self.scope:
-                async with trio.open_nursery() as nursery:
-                    self.nursery = nursery
-                    try:
-                        if register is not None:
-                            register(self)
-                        result = await actor.init(*args, **kwargs)
-                    except Exception as e:
-                        init_failure = e
+            # The nursery's own cancel scope is the actor's scope: cancelling it
+            # kills the actor and its helpers; its deadline is the shutdown time.
+            async with trio.open_nursery() as nursery:
+                self.nursery = nursery
+                self.scope = nursery.cancel_scope
+                try:
+                    if register is not None:
+                        register(self)
+                        register = None  # an idle actor keeps nothing it does not need
+                    result = await actor.init(*args, **kwargs)
+                except Exception as e:
+                    init_failure = e
+                    nursery.cancel_scope.cancel()
+                else:
+                    args = kwargs = None  # type: ignore[assignment]
+                    if result is IGNORE:
+                        ignored = True
                         nursery.cancel_scope.cancel()
                     else:
-                        if result is IGNORE:
-                            ignored = True
-                            nursery.cancel_scope.cancel()
-                        else:
-                            self.started = True
-                            task_status.started(self.ref)
-                            await self._serve()
-                            nursery.cancel_scope.cancel()
+                        self.started = True
+                        task_status.started(self.ref)
+                        task_status = None  # type: ignore[assignment]  # frees the start nursery
+                        await self._serve()
+                        nursery.cancel_scope.cancel()
         except trio.Cancelled:
-            # Cancelled from outside our own scopes (the owner's nursery is
+            # Cancelled from outside our own scope (the owner's nursery is
             # closing): an orderly shutdown, ``terminate`` already ran in _serve.
             if self.reason is None:
                 self.reason = self.pending if self.pending is not None else SHUTDOWN
@@ -639,8 +710,10 @@ class _Cell:
                     self.reason = self.pending
                 elif not self.started:
                     self.reason = SHUTDOWN
-                elif self.scope.cancelled_caught and self.stop_reason is None:
-                    self.reason = self.pending if self.pending is not None else KILLED
+                elif self.stop_reason is None and self.scope is not None and self.scope.cancelled_caught:
+                    # Our own scope's deadline (the shutdown time) expired before
+                    # terminate could run: that is the kill (S-5).
+                    self.reason = KILLED
                 else:
                     self.reason = self.stop_reason if self.stop_reason is not None else NORMAL
             self._exit()
@@ -651,47 +724,66 @@ class _Cell:
             raise StartError(repr(self.ref), self.reason)
 
     async def _serve(self) -> None:
-        """The receive loop, then ``terminate``. Sets ``stop_reason`` to the exit reason."""
+        """The receive loop, then ``terminate``. Sets ``stop_reason`` to the exit reason.
+
+        Hot path: the mailbox's ``get`` is inlined (no extra coroutine frame per
+        message nor while idle) and dispatch is by exact envelope type.
+        """
         actor = self.actor
         mailbox = self.mailbox
-        reason: Any = None
+        queue = mailbox._queue
+        take = mailbox._take
+        abort = mailbox._abort
+        task = self.task
         self.loop_scope = trio.CancelScope()
         try:
             with self.loop_scope:
                 while self.stop_reason is None:
-                    item = await mailbox.get()
+                    # --- inlined Mailbox.get(): always a checkpoint
+                    if mailbox._head < len(queue):
+                        await checkpoint()
+                    while mailbox._head >= len(queue):
+                        mailbox._waiter = task
+                        await wait_task_rescheduled(abort)
+                    item = take()
+                    # --- dispatch
                     cls = type(item)
                     try:
                         if cls is _Cast:
                             await actor.handle_cast(item.request)
-                        elif cls is _Call:
-                            caller = item.caller
-                            if caller._done:
-                                continue  # the caller gave up before we got to it
-                            result = await actor.handle_call(item.request, caller)
+                        elif cls is Caller:
+                            # Handled even if the caller already gave up (GS-12):
+                            # the work is not cancelled, only the reply is dropped.
+                            result = await actor.handle_call(item.request, item)
                             if result is not NOREPLY:
-                                caller.reply(result)
+                                item.reply(result)
                         elif cls is _Timed:
-                            if item.tref.cancelled:
-                                continue
-                            await actor.handle_info(item.message)
+                            if item.tref._state != _CANCELLED:
+                                await actor.handle_info(item.message)
                         elif cls is Down:
-                            if not item.monitor.active:
-                                continue
-                            item.monitor.active = False
-                            self.monitors.pop(item.monitor, None)
-                            await actor.handle_info(item)
+                            mref = item.monitor
+                            if mref.active:
+                                mref.active = False
+                                if self.monitors:
+                                    self.monitors.pop(mref, None)
+                                await actor.handle_info(item)
                         else:
                             await actor.handle_info(item)
                     except ActorExit as e:
                         self.stop_reason = e.reason
                     except Exception as e:
                         self.stop_reason = e
-        except trio.Cancelled:
+                    except KeyboardInterrupt:
+                        # Ctrl-C landed in this handler: not this actor's failure.
+                        # The node stops the whole tree in order, then re-raises it.
+                        self.node._interrupt()
+                    except BaseExceptionGroup as group:
+                        self._split_interrupt(group)
+        except BaseException as exc:
             # Not our loop_scope's cancel: the owner's nursery is closing, or we
             # were killed. An orderly close still gets a bounded ``terminate``.
             self.loop_scope = None
-            if self.run_terminate and not self.scope.cancel_called:
+            if _only_cancelled(exc) and self.run_terminate and not self.scope.cancel_called:  # type: ignore[union-attr]
                 self.stop_reason = self.pending if self.pending is not None else SHUTDOWN
                 with trio.CancelScope(shield=True) as cleanup:
                     cleanup.deadline = trio.current_time() + self.actor.shutdown_timeout
@@ -702,9 +794,8 @@ class _Cell:
         if self.stop_reason is None:
             # The loop was interrupted: an orderly shutdown or a helper crash.
             self.stop_reason = self.pending if self.pending is not None else SHUTDOWN
-        reason = self.stop_reason
         if self.run_terminate:
-            await self._terminate(reason)
+            await self._terminate(self.stop_reason)
 
     async def _terminate(self, reason: Any) -> None:
         try:
@@ -716,6 +807,8 @@ class _Cell:
         except Exception as e:
             log.error("terminate_failed", actor=repr(self.ref), **reason_fields(e))
             self.stop_reason = e
+        except KeyboardInterrupt:
+            self.node._interrupt()
 
     def _exit(self) -> None:
         self.alive = False
@@ -724,18 +817,33 @@ class _Cell:
         node = self.node
         node.registry._remove_actor(self.ref)
         node._forget(self)
-        for mref in list(self.monitors):
-            self.demonitor(mref)
+        if self.monitors:
+            for mref in list(self.monitors):
+                self.demonitor(mref)
+        if self.timers:
+            for tref in list(self.timers):
+                tref._discard()  # T-4: timers addressed to a dead actor die with it
         reason = self.reason
-        links, self.links = self.links, set()
-        for other in links:
-            other.links.discard(self)
-            other.signal(self.ref, reason)
-        watchers, self.watchers = self.watchers, {}
-        for notify in watchers.values():
-            notify(self.ref, reason)
+        links, self.links = self.links, None
+        if links:
+            for other in links:
+                if other.links:
+                    other.links.discard(self)
+                other.signal(self.ref, reason)
+        watchers, self.watchers = self.watchers, None
+        if watchers:
+            for notify in list(watchers.values()):
+                notify(self.ref, reason)
         if self.done is not None:
             self.done.set()
+
+
+def _only_cancelled(exc: BaseException) -> bool:
+    if isinstance(exc, trio.Cancelled):
+        return True
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_only_cancelled(e) for e in exc.exceptions)
+    return False
 
 
 def describe_reason(reason: Any) -> str:

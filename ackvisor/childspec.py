@@ -132,7 +132,7 @@ class ChildSpec:
             shutdown=shutdown,
             type="supervisor",
             name=name,
-            kwargs=dict(strategy=strategy, max_restarts=max_restarts, max_seconds=max_seconds, backoff=backoff),
+            kwargs=dict(strategy=strategy, max_restarts=max_restarts, max_seconds=max_seconds, backoff=backoff, id=id),
         )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -61,13 +62,41 @@ def _load(path: str, overrides: Sequence[str], *, import_targets: bool = True) -
     from .config import ConfigError, load_config
 
     try:
-        return load_config(path, overrides=tuple(overrides), import_targets=import_targets)
+        config = load_config(path, overrides=tuple(overrides), import_targets=import_targets)
+        _check_control_socket(config, overrides)
+        return config
     except ConfigError as e:
         n = len(e.problems)
         print(f"ackvisor: {path}: {n} problem{'s' if n != 1 else ''}:", file=sys.stderr)
         for problem in e.problems:
             print(f"  {problem}", file=sys.stderr)
         return None
+
+
+_MAX_UNIX_PATH = 107  # sockaddr_un.sun_path is 108 bytes on Linux (104 on macOS), NUL included
+
+
+def _check_control_socket(config: Any, overrides: Sequence[str]) -> None:
+    """The control socket lives beside the pid file: its path must fit a unix socket address."""
+    from .config import ConfigError, ConfigProblem
+
+    sock = config.node.control_socket
+    limit = _MAX_UNIX_PATH if sys.platform.startswith("linux") else 103
+    if len(os.fsencode(str(sock))) <= limit:
+        return
+    from_set = any(o.replace(" ", "").startswith("node.pid_file=") for o in overrides)
+    raise ConfigError(
+        [
+            ConfigProblem(
+                file="--set" if from_set else str(config.path),
+                key="node.pid_file",
+                line=None,
+                found=str(config.node.pid_file),
+                expected=f"a pid file whose control socket path ({sock.name} beside it) is at most {limit} bytes long "
+                f"(a unix socket address limit; this one is {len(os.fsencode(str(sock)))})",
+            )
+        ]
+    )
 
 
 def _check(args: argparse.Namespace) -> int:

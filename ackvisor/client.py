@@ -292,6 +292,12 @@ class ChannelEvents:
     inbox_dropped: int = 0
     #: message_ack frames sent (auto and manual)
     acks_sent: int = 0
+    #: offset messages dropped because this client already had them (resume)
+    duplicates: int = 0
+    #: joins answered ``recovered: true`` (the server replayed what was missed)
+    recovered: int = 0
+    #: joins answered ``recovered: false`` (a fresh snapshot follows)
+    not_recovered: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -536,7 +542,7 @@ class ClientChannel:
         "_client", "topic", "params", "auto_ack", "timeout", "state", "join_ref",
         "join_response", "events", "_inbox", "_inbox_limit", "_lot", "_final",
         "_changed", "_pushes", "_rejoin_tries", "_rejoin_timer", "_join_timer",
-        "_joined_once", "_initial_pending", "__weakref__",
+        "_joined_once", "_initial_pending", "resume", "position", "__weakref__",
     )
 
     def __init__(
@@ -572,6 +578,10 @@ class ClientChannel:
         self._join_timer: _Timer | None = None
         self._joined_once = False
         self._initial_pending = True
+        #: track ``(epoch, offset)`` and pass ``resume`` on every rejoin; drop duplicates
+        self.resume = False
+        #: ``(epoch, offset)`` of the last history message handed to ``receive()``
+        self.position: tuple[str, int] | None = None
 
     def __repr__(self) -> str:
         return (f"<ClientChannel topic={self.topic!r} state={self.state} "
@@ -1221,6 +1231,7 @@ class PhoenixClient:
         auto_ack: bool | None = None,
         timeout: float = 10.0,
         inbox_limit: int | None = None,
+        resume: bool = True,
     ) -> ClientChannel:
         """Join ``topic`` and wait for the first outcome.
 
@@ -1231,6 +1242,13 @@ class PhoenixClient:
         it reconnects. An already open channel on the same topic is left first
         (like phoenix.js). ``params`` may be a callable, re-evaluated on every
         rejoin. ``inbox_limit`` bounds the receive queue (oldest dropped).
+
+        With ``resume`` (the default), messages carrying ``offset``/``epoch``
+        are tracked: every rejoin sends ``resume: {epoch, offset}`` so the
+        server replays what was missed, a message at or below the last offset
+        seen is dropped, and a ``snapshot`` payload (or a ``recovered: false``
+        join reply) resets the position. ``receive()`` then sees every offset
+        exactly once, in order, across let-it-crash reconnects.
         """
         if self._final is not None or self._finished.is_set():
             raise ClientClosed(self.closes[-1] if self.closes else None)
@@ -1244,6 +1262,7 @@ class PhoenixClient:
             self, topic, params, self.auto_ack if auto_ack is None else auto_ack, timeout,
             self.inbox_limit if inbox_limit is None else inbox_limit,
         )
+        channel.resume = resume
         self._channels[topic] = channel
         ok = False
         try:
@@ -1276,6 +1295,8 @@ class PhoenixClient:
             self._pending.pop(channel.join_ref, None)
         ref = self._make_ref()
         params = _eval_params(channel.params)
+        if channel.resume and channel.position is not None:
+            params = {**params, "resume": {"epoch": channel.position[0], "offset": channel.position[1]}}
         channel.join_ref = ref
         channel.state = JOINING
         self._pending[ref] = _Pending(_K_JOIN, channel, ref, "phx_join")
@@ -1327,6 +1348,14 @@ class PhoenixClient:
         if status == "ok":
             channel.state = JOINED
             channel.join_response = response
+            if channel.resume and type(response) is dict and "recovered" in response:
+                if response["recovered"] is True:
+                    channel.events.recovered += 1
+                else:
+                    channel.events.not_recovered += 1
+                    epoch, offset = response.get("epoch"), response.get("offset")
+                    if isinstance(epoch, str) and type(offset) is int:
+                        channel.position = (epoch, offset)
             channel._joined_once = True
             channel._rejoin_tries = 0
             channel.events.joins += 1
@@ -1577,7 +1606,29 @@ class PhoenixClient:
                         self._frames_out += 1
                         self._acks_sent += 1
                         channel.events.acks_sent += 1
+            if channel.resume and type(payload) is dict and not _fresh_offset(channel, payload):
+                channel.events.duplicates += 1
+                continue
             channel._deliver(msg)
+
+
+def _fresh_offset(channel: ClientChannel, payload: dict[str, Any]) -> bool:
+    """Track the resume position; False for a history message this channel already delivered."""
+    snapshot = payload.get("snapshot")
+    if type(snapshot) is dict:
+        epoch, offset = snapshot.get("epoch"), snapshot.get("offset")
+        if isinstance(epoch, str) and type(offset) is int:
+            channel.position = (epoch, offset)
+        return True
+    offset = payload.get("offset")
+    epoch = payload.get("epoch")
+    if type(offset) is not int or not isinstance(epoch, str):
+        return True
+    position = channel.position
+    if position is not None and position[0] == epoch and offset <= position[1]:
+        return False
+    channel.position = (epoch, offset)
+    return True
 
 
 def _reraise(exc: BaseException) -> None:

@@ -380,6 +380,10 @@ class ChannelsSection:
     routes: tuple[RouteConfig, ...] = ()
     """Routes in file order; the first matching route wins (a route shadowed by an earlier one
     is a config error)."""
+    max_unacked: int = 1000
+    """Per channel: more messages awaiting ack than this ends the channel with ``too_many_unacked``."""
+    max_unacked_bytes: int = 8_388_608
+    """Per channel: more bytes awaiting ack than this ends the channel with ``too_many_unacked``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -1275,6 +1279,8 @@ class _Loader:
         t = _Table(ctx, ("channels",), raw, "[channels]")
         ack_timeout = t.take("ack_timeout", _duration(positive=True), default.ack_timeout)
         on_no_ack = t.take("on_no_ack", _choice("close_connection", "error_channel"), default.on_no_ack)
+        max_unacked = t.take("max_unacked", _integer(1), default.max_unacked)
+        max_unacked_bytes = t.take("max_unacked_bytes", _integer(1), default.max_unacked_bytes)
         routes: list[RouteConfig] = []
         raw_routes = t.raw("routes")
         if raw_routes is not MISSING:
@@ -1306,7 +1312,7 @@ class _Loader:
                         continue
                     routes.append(RouteConfig(pattern, target, cls))
         t.finish(_SECTION_HINTS)
-        return ChannelsSection(ack_timeout, on_no_ack, tuple(routes))
+        return ChannelsSection(ack_timeout, on_no_ack, tuple(routes), max_unacked, max_unacked_bytes)
 
     def pubsub_section(self, ctx: _FileCtx, raw: object) -> PubSubSection:
         default = PubSubSection()

@@ -12,14 +12,24 @@ Signals:
 * SIGTERM / SIGINT - graceful drain: stop accepting, close every socket with
   1001 spread over ``node.drain_window``, stop the tree in reverse start
   order within the shutdown timeouts (bounded by ``node.shutdown_timeout``),
-  exit 0.  A second signal forces an immediate stop (every actor killed).
+  exit 0.  A second signal forces an immediate stop (the drain is abandoned,
+  every actor killed; ``shutdown_forced`` is logged) and still exits 0: the
+  stop was asked for.
 * SIGHUP - reload: validate the file first (on error keep running on the old
-  config and log why), then apply the difference: restart only the children
-  whose spec changed, start added ones, stop removed ones.  A changed
-  ``[endpoint]``/``[channels]`` restarts the endpoint subtree.
+  config and log ``reload_failed`` with every problem), then apply the
+  difference: restart only the children whose spec changed, start added
+  ones, stop removed ones, keeping the file's start order.  A changed
+  ``[endpoint]``/``[channels]`` restarts the endpoint subtree.  A child that
+  cannot start is logged (``reload_child_failed``) and the node keeps running
+  (a changed child falls back to its old spec); the next SIGHUP retries it.
+  ``[logging]``, ``[pubsub]``, ``[history]``, ``[root]``, ``node.name`` and
+  ``node.pid_file`` take effect on the next start (``reload_needs_restart``).
 
 If the root supervisor gives up (max restart intensity), the daemon logs
 ``node_down`` and exits 1, so systemd or a container runtime restarts it.
+If the tree cannot start at all (e.g. the port is taken) it logs
+``node_start_failed`` and exits 1; if another daemon already answers on the
+control socket it logs ``already_running`` and exits 2.
 """
 
 from __future__ import annotations
@@ -29,20 +39,21 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
-from typing import Any, TextIO
+from dataclasses import dataclass, field, replace
+from typing import Any, Awaitable, TextIO
 
 import structlog
 import trio
 
 from .childspec import ChildSpec
 from .channels.endpoint import Endpoint, EndpointSettings
+from .channels.history import MemoryHistory
 from .channels.pubsub import PubSub
 from .config import ChildConfig, ConfigError, NodeConfig, SupervisorConfig, load_config
 from .control import serve_control, socket_in_use
-from .exits import Killed, reason_fields
+from .exits import Killed, StartError, reason_fields
 from .node import Node, open_node
-from .supervisor import SupervisorRef
+from .supervisor import SupervisorError, SupervisorRef
 
 __all__ = ["Daemon", "child_spec_from_config", "endpoint_from_config", "root_children"]
 
@@ -50,6 +61,7 @@ log = structlog.get_logger("ackvisor.daemon")
 
 EXIT_OK = 0
 EXIT_NODE_DOWN = 1
+EXIT_USAGE = 2
 
 
 def _shutdown_value(value: Any) -> Any:
@@ -95,6 +107,8 @@ def endpoint_from_config(config: NodeConfig) -> Endpoint:
         max_channels=ep.max_channels_per_socket,
         ack_timeout=ch.ack_timeout,
         on_no_ack=ch.on_no_ack,
+        max_unacked=ch.max_unacked,
+        max_unacked_bytes=ch.max_unacked_bytes,
     )
     return Endpoint({r.pattern: r.cls for r in ch.routes}, settings)
 
@@ -113,6 +127,11 @@ class _ReloadResult:
     started: list[str] = field(default_factory=list)
     stopped: list[str] = field(default_factory=list)
     restarted: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+
+_LIVE_NODE_KEYS = ("shutdown_timeout", "drain_window")  # read when a drain starts: apply at once
+_RESTART_ONLY = ("logging", "pubsub", "history", "root")  # what a reload cannot change in a running node
 
 
 class Daemon:
@@ -129,6 +148,9 @@ class Daemon:
         self._stopping = trio.Event()
         self._exit_code = EXIT_OK
         self._signals_seen = 0
+        self._reload_wanted = trio.Event()
+        self._reload_scope = trio.CancelScope()
+        self._stop_scope = trio.CancelScope()
 
     # ----- entry point
 
@@ -137,9 +159,8 @@ class Daemon:
         config = self.config
         control_path = config.node.control_socket
         if socket_in_use(control_path):
-            log.error("already_running", control_socket=str(control_path))
-            print(f"ackvisor: a daemon is already running (control socket {control_path})", file=sys.stderr)
-            return 2
+            log.error("already_running", node=config.node.name, control_socket=str(control_path))
+            return EXIT_USAGE
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             async with trio.open_nursery() as outer:
                 outer.start_soon(self._signal_loop, signals)
@@ -153,24 +174,46 @@ class Daemon:
         config = self.config
         async with open_node(config.node.name) as node:
             self.node = node
+            node.history = MemoryHistory(config.history.size, config.history.max_age)  # type: ignore[attr-defined]
             self.endpoint = endpoint_from_config(config)
-            self.root = await node.start_supervisor(
-                root_children(config, self.endpoint),
-                strategy=config.root.strategy,
-                max_restarts=config.root.max_restarts,
-                max_seconds=config.root.max_seconds,
-                name="root",
-            )
-            self._write_pid()
+            try:
+                self.root = await node.start_supervisor(
+                    root_children(config, self.endpoint),
+                    strategy=config.root.strategy,
+                    max_restarts=config.root.max_restarts,
+                    max_seconds=config.root.max_seconds,
+                    name="root",
+                )
+            except StartError as e:
+                # e.g. the port is taken or a child's init raises: the node cannot come up.
+                log.error("node_start_failed", node=config.node.name, error=str(e))
+                self._exit_code = EXIT_NODE_DOWN
+                return
+            try:
+                self._write_pid()
+            except OSError as e:
+                log.error("node_start_failed", node=config.node.name, error=f"pid file {config.node.pid_file}: {e}")
+                self._exit_code = EXIT_NODE_DOWN
+                return
             try:
                 async with trio.open_nursery() as nursery:
-                    await nursery.start(serve_control, config.node.control_socket, self._answer)
+                    try:
+                        await nursery.start(serve_control, config.node.control_socket, self._answer)
+                    except OSError as e:  # e.g. a path longer than AF_UNIX allows, or no permission
+                        log.error("node_start_failed", node=config.node.name, error=f"control socket {config.node.control_socket}: {e}")
+                        self._exit_code = EXIT_NODE_DOWN
+                        nursery.cancel_scope.cancel()
+                        return
                     nursery.start_soon(self._watch_root)
+                    nursery.start_soon(self._reloader)
                     print(f"ackvisor node {config.node.name!r} listening on {self.endpoint.url} (pid {os.getpid()})", file=self.out, flush=True)
                     log.info("node_started", node=config.node.name, url=self.endpoint.url, pid=os.getpid())
                     await self._stopping.wait()
+                    self._reload_scope.cancel()  # a reload in flight must not start children now
                     if self._exit_code == EXIT_OK:
-                        await self._drain_and_stop()
+                        with self._stop_scope:
+                            await self._drain_and_stop()
+                        log.info("node_stopped", node=self.config.node.name, forced=self._stop_scope.cancelled_caught)
                     nursery.cancel_scope.cancel()
             finally:
                 self._remove_pid()
@@ -181,7 +224,7 @@ class Daemon:
         async for signum in signals:
             if signum == signal.SIGHUP:
                 if not self._stopping.is_set():
-                    await self.reload()
+                    self._reload_wanted.set()  # several HUPs during one reload: one more reload
                 continue
             self._signals_seen += 1
             if self._signals_seen == 1:
@@ -189,6 +232,8 @@ class Daemon:
                 self._stopping.set()
             else:
                 log.warning("shutdown_forced", signal=signal.Signals(signum).name)
+                self._stopping.set()
+                self._stop_scope.cancel()  # the drain's sleeps and the ordered stop end now
                 self._kill_everything()
 
     def _kill_everything(self) -> None:
@@ -219,12 +264,24 @@ class Daemon:
         if bounded.cancelled_caught:
             log.warning("shutdown_timeout", seconds=self.config.node.shutdown_timeout)
             self._kill_everything()
-        log.info("node_stopped", node=self.config.node.name)
 
     # ----- reload (SIGHUP)
 
+    async def _reloader(self) -> None:
+        with self._reload_scope:
+            while True:
+                await self._reload_wanted.wait()
+                self._reload_wanted = trio.Event()
+                await self.reload()
+
     async def reload(self) -> _ReloadResult | None:
-        """Reload the config file; apply the difference or keep the old config if invalid."""
+        """Reload the config file; apply the difference or keep the old config if invalid.
+
+        A child that cannot be (re)started is logged (``reload_child_failed``);
+        a changed child whose new spec fails is started again with its old one.
+        ``self.config`` becomes what actually runs, so the next reload retries
+        whatever did not take.
+        """
         try:
             new = load_config(self.config.path, overrides=self.overrides)
         except ConfigError as e:
@@ -233,62 +290,171 @@ class Daemon:
         except OSError as e:
             log.error("reload_failed", file=str(self.config.path), problems=[str(e)])
             return None
-        result = await self._apply(self.config, new)
-        self.config = new
-        log.info("reload_applied", started=result.started, stopped=result.stopped, restarted=result.restarted)
+        try:
+            result, effective = await self._apply(self.config, new)
+        except Exception as e:  # a bug must not take the node down with it
+            log.exception("reload_failed", file=str(self.config.path), problems=[f"{type(e).__name__}: {e}"])
+            return None
+        self.config = effective
+        log.info(
+            "reload_applied",
+            file=str(new.path),
+            started=result.started,
+            stopped=result.stopped,
+            restarted=result.restarted,
+            failed=result.failed,
+        )
         return result
 
-    async def _apply(self, old: NodeConfig, new: NodeConfig) -> _ReloadResult:
+    async def _apply(self, old: NodeConfig, new: NodeConfig) -> tuple[_ReloadResult, NodeConfig]:
         root = self.root
         assert root is not None
         result = _ReloadResult()
         old_subtrees = {s.id: s for s in old.subtrees}
         new_subtrees = {s.id: s for s in new.subtrees}
-        for sid in old_subtrees:
+        effective: list[SupervisorConfig] = []
+        for sid, before in old_subtrees.items():
             if sid not in new_subtrees:
-                await self._remove(root, sid)
-                result.stopped.append(sid)
+                if await self._attempt(result, sid, "stop", self._remove(root, sid)):
+                    result.stopped.append(sid)
+                else:
+                    effective.append(before)
         for sid, sub in new_subtrees.items():
             before = old_subtrees.get(sid)
             if before is None:
-                await root.start_child(child_spec_from_config(sub))
-                result.started.append(sid)
+                if await self._attempt(result, sid, "start", root.start_child(child_spec_from_config(sub))):
+                    result.started.append(sid)
+                    effective.append(sub)
             elif before != sub:
-                await self._apply_subtree(root, before, sub, result)
-        if (old.endpoint, old.channels) != (new.endpoint, new.channels):
-            assert self.endpoint is not None
-            await self._remove(root, self.endpoint.id)
-            self.endpoint = endpoint_from_config(new)
-            await root.start_child(self.endpoint.child_spec())
-            result.restarted.append(self.endpoint.id)
-        return result
+                running = await self._apply_subtree(root, before, sub, result, sid)
+                if running is not None:
+                    effective.append(running)
+            else:
+                effective.append(sub)
+        endpoint_sections = (old.endpoint, old.channels)
+        if endpoint_sections != (new.endpoint, new.channels):
+            endpoint_sections = await self._replace_endpoint(root, old, new, result)
+        order = [s.id for s in new.subtrees]
+        effective.sort(key=lambda s: order.index(s.id) if s.id in order else len(order))
+        assert self.endpoint is not None
+        self._reorder(root, ["pubsub", *(s.id for s in effective), self.endpoint.id])
 
-    async def _apply_subtree(self, parent: SupervisorRef, old: SupervisorConfig, new: SupervisorConfig, result: _ReloadResult) -> None:
+        needs_restart = [name for name in _RESTART_ONLY if getattr(old, name) != getattr(new, name)]
+        if (old.node.name, old.node.pid_file) != (new.node.name, new.node.pid_file):
+            needs_restart.insert(0, "node")
+        if needs_restart:
+            log.warning("reload_needs_restart", sections=needs_restart, hint="these take effect on the next start")
+        node_section = replace(old.node, **{k: getattr(new.node, k) for k in _LIVE_NODE_KEYS})
+        running = replace(
+            new,
+            node=node_section,
+            endpoint=endpoint_sections[0],
+            channels=endpoint_sections[1],
+            subtrees=tuple(effective),
+            **{name: getattr(old, name) for name in _RESTART_ONLY},
+        )
+        return result, running
+
+    async def _replace_endpoint(self, root: SupervisorRef, old: NodeConfig, new: NodeConfig, result: _ReloadResult) -> tuple[Any, Any]:
+        """Restart the endpoint subtree on the new settings; back on the old ones if it cannot start."""
+        old_endpoint = self.endpoint
+        assert old_endpoint is not None
+        if not await self._attempt(result, old_endpoint.id, "stop", self._remove(root, old_endpoint.id)):
+            return old.endpoint, old.channels
+        endpoint = endpoint_from_config(new)
+        if await self._attempt(result, endpoint.id, "start", root.start_child(endpoint.child_spec())):
+            self.endpoint = endpoint
+            result.restarted.append(endpoint.id)
+            log.info("endpoint_reloaded", url=endpoint.url)
+            return new.endpoint, new.channels
+        fresh = endpoint_from_config(old)
+        if await self._attempt(result, fresh.id, "start old", root.start_child(fresh.child_spec()), record=False):
+            self.endpoint = fresh
+        return old.endpoint, old.channels
+
+    async def _apply_subtree(
+        self, parent: SupervisorRef, old: SupervisorConfig, new: SupervisorConfig, result: _ReloadResult, path: str
+    ) -> SupervisorConfig | None:
+        """Apply a changed supervisor; returns the spec now running under its id (None: nothing)."""
         flags = ("strategy", "max_restarts", "max_seconds", "restart", "shutdown", "name")
         sup = self._child_ref(parent, new.id)
         if any(getattr(old, f) != getattr(new, f) for f in flags) or not isinstance(sup, SupervisorRef):
-            await self._remove(parent, new.id)
-            await parent.start_child(child_spec_from_config(new))
-            result.restarted.append(new.id)
-            return
+            return await self._replace_child(parent, old, new, result, path)
         old_children = {c.id: c for c in old.children}
         new_children = {c.id: c for c in new.children}
-        for cid in old_children:
+        running: list[ChildConfig | SupervisorConfig] = []
+        for cid, before in old_children.items():
             if cid not in new_children:
-                await self._remove(sup, cid)
-                result.stopped.append(f"{new.id}/{cid}")
+                if await self._attempt(result, f"{path}/{cid}", "stop", self._remove(sup, cid)):
+                    result.stopped.append(f"{path}/{cid}")
+                else:
+                    running.append(before)
         for cid, child in new_children.items():
             before = old_children.get(cid)
+            child_path = f"{path}/{cid}"
             if before is None:
-                await sup.start_child(child_spec_from_config(child))
-                result.started.append(f"{new.id}/{cid}")
-            elif before != child:
-                if isinstance(before, SupervisorConfig) and isinstance(child, SupervisorConfig):
-                    await self._apply_subtree(sup, before, child, result)
-                    continue
-                await self._remove(sup, cid)
-                await sup.start_child(child_spec_from_config(child))
-                result.restarted.append(f"{new.id}/{cid}")
+                if await self._attempt(result, child_path, "start", sup.start_child(child_spec_from_config(child))):
+                    result.started.append(child_path)
+                    running.append(child)
+            elif before == child:
+                running.append(child)
+            elif isinstance(before, SupervisorConfig) and isinstance(child, SupervisorConfig):
+                now = await self._apply_subtree(sup, before, child, result, child_path)
+                if now is not None:
+                    running.append(now)
+            else:
+                now = await self._replace_child(sup, before, child, result, child_path)
+                if now is not None:
+                    running.append(now)
+        order = [c.id for c in new.children]
+        running.sort(key=lambda c: order.index(c.id) if c.id in order else len(order))
+        self._reorder(sup, [c.id for c in running])
+        return replace(new, children=tuple(running))
+
+    async def _replace_child(
+        self,
+        sup: SupervisorRef,
+        old: ChildConfig | SupervisorConfig,
+        new: ChildConfig | SupervisorConfig,
+        result: _ReloadResult,
+        path: str,
+    ) -> ChildConfig | SupervisorConfig | None:
+        """Stop a child and start it on its new spec (or, if that fails, on its old one again)."""
+        if not await self._attempt(result, path, "stop", self._remove(sup, old.id)):
+            return old
+        if await self._attempt(result, path, "start", sup.start_child(child_spec_from_config(new))):
+            result.restarted.append(path)
+            return new
+        if await self._attempt(result, path, "start old", sup.start_child(child_spec_from_config(old)), record=False):
+            log.warning("reload_rolled_back", child=path)
+            return old
+        return None
+
+    @staticmethod
+    async def _attempt(result: _ReloadResult, path: str, action: str, step: Awaitable[Any], *, record: bool = True) -> bool:
+        try:
+            await step
+        except Exception as e:  # noqa: BLE001 - any failure of one step is logged, the others go on
+            log.error("reload_child_failed", child=path, action=action, error=f"{type(e).__name__}: {e}")
+            if record and path not in result.failed:
+                result.failed.append(path)
+            return False
+        return True
+
+    @staticmethod
+    def _reorder(sup: SupervisorRef, order: list[str]) -> None:
+        """Put the children back in the config's start order.
+
+        ``start_child`` appends, so a restarted or added child would otherwise
+        end up last, changing what ``rest_for_one`` restarts and the reverse
+        order of shutdown.  The runtime has no public way to position a child:
+        this sorts the supervisor's own list (no await: nothing interleaves).
+        """
+        children = getattr(sup._sup, "_children", None)
+        if not isinstance(children, list):
+            return
+        rank = {cid: i for i, cid in enumerate(order)}
+        children.sort(key=lambda c: rank.get(c.spec.id, len(rank)))
 
     @staticmethod
     def _child_ref(sup: SupervisorRef, child_id: str) -> Any:
@@ -299,11 +465,13 @@ class Daemon:
 
     @staticmethod
     async def _remove(sup: SupervisorRef, child_id: str) -> None:
-        await sup.terminate_child(child_id)
+        """Stop a child and forget its spec; a child that is already gone counts as removed."""
         try:
+            await sup.terminate_child(child_id)
             await sup.delete_child(child_id)
-        except Exception:
-            pass  # temporary children are gone once terminated
+        except SupervisorError as e:
+            if e.what != "not_found":  # temporary children are gone once terminated
+                raise
 
     # ----- introspection
 

@@ -19,6 +19,7 @@ crash-reported, restart a ``transient`` child, or count as abnormal.
 
 from __future__ import annotations
 
+import linecache
 import traceback
 from dataclasses import dataclass, field
 from typing import Any, Union
@@ -139,10 +140,36 @@ def reason_fields(reason: object) -> dict[str, Any]:
         fields["detail"] = str(reason.detail)
     elif isinstance(reason, BaseException):
         fields["error"] = str(reason)
-        fields["traceback"] = "".join(
-            traceback.format_exception(type(reason), reason, reason.__traceback__)
-        )
+        fields["traceback"] = format_traceback(reason)
     return fields
+
+
+def format_traceback(exc: BaseException, _depth: int = 0) -> str:
+    """The usual ``Traceback (most recent call last): ...`` text, cheaply.
+
+    Same layout as :func:`traceback.format_exception` (chained causes and
+    contexts included, exception groups shown by their summary line) but
+    without Python 3.11's caret lines, whose computation compiles every
+    source line and dominated the cost of a crash report.
+    """
+    parts: list[str] = []
+    if _depth < 5:
+        if exc.__cause__ is not None:
+            parts.append(format_traceback(exc.__cause__, _depth + 1))
+            parts.append("\nThe above exception was the direct cause of the following exception:\n\n")
+        elif exc.__context__ is not None and not exc.__suppress_context__:
+            parts.append(format_traceback(exc.__context__, _depth + 1))
+            parts.append("\nDuring handling of the above exception, another exception occurred:\n\n")
+    if exc.__traceback__ is not None:
+        parts.append("Traceback (most recent call last):\n")
+        for frame, lineno in traceback.walk_tb(exc.__traceback__):
+            code = frame.f_code
+            parts.append(f'  File "{code.co_filename}", line {lineno}, in {code.co_name}\n')
+            line = linecache.getline(code.co_filename, lineno, frame.f_globals).strip()
+            if line:
+                parts.append(f"    {line}\n")
+    parts.extend(traceback.format_exception_only(type(exc), exc))
+    return "".join(parts)
 
 
 class ActorError(Exception):

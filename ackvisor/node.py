@@ -40,27 +40,55 @@ class TaskActor(Actor):
 
     async def init(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         self._fn = fn
+        self._early: Any = None
         self.worker = getattr(fn, "__qualname__", repr(fn))
         await self._cell.nursery.start(self._run, fn, args, kwargs)
+        if self._early is not None:
+            # The function ended right after saying it was ready, before this
+            # actor finished starting: it exits at once with that reason.
+            self._cell.stop_reason = self._early
 
     async def _run(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         cell = self._cell
+        status = _Status(task_status)
         try:
             if "task_status" in inspect.signature(fn).parameters:
-                await fn(*args, task_status=task_status, **kwargs)
+                await fn(*args, task_status=status, **kwargs)
             else:
-                task_status.started()
+                status.started()
                 await fn(*args, **kwargs)
         except Exception as e:
-            if not cell.started:
-                raise
-            cell.crash(e)
+            if not status.ready:
+                raise  # before readiness: nursery.start in init raises it, the start fails
+            self._finish(e)
             return
-        cell.stop_reason = cell.stop_reason or _normal()
-        cell.crash(_normal())
+        if not status.ready:
+            status.started()
+        self._finish(_normal())
+
+    def _finish(self, reason: Any) -> None:
+        cell = self._cell
+        if cell.started:
+            cell.crash(reason)  # interrupts the receive loop; terminate runs, then exit
+        else:
+            self._early = reason
 
     async def handle_info(self, message: Any) -> None:
         pass  # a task worker has no protocol; stray messages are ignored
+
+
+class _Status:
+    """Wraps a task_status to remember whether the function said it was ready."""
+
+    __slots__ = ("_inner", "ready")
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.ready = False
+
+    def started(self, value: Any = None) -> None:
+        self.ready = True
+        self._inner.started(value)
 
 
 def _normal() -> Any:
@@ -78,8 +106,11 @@ class Node:
         self.timers = TimerService()
         self._nursery = nursery
         self._cells: dict[int, _Cell] = {}
-        self._top: list[tuple[ActorRef, float | str]] = []
+        # Live top-level actors in start order (id -> (ref, shutdown)); dead ones leave at exit.
+        self._top: dict[int, tuple[ActorRef, float | str]] = {}
         self.closing = False
+        self._interrupted = False
+        self._body_scope: trio.CancelScope | None = None
 
     # ----- spawning
 
@@ -117,9 +148,9 @@ class Node:
             mailbox_size=mailbox_size,
             overflow=overflow,
         )
-        if ref is not None:
+        if ref is not None and ref.alive:
             timeout = shutdown if shutdown is not None else ref._cell.actor.shutdown_timeout
-            self._top.append((ref, timeout))
+            self._top[ref.id] = (ref, timeout)
         return ref
 
     async def start_supervisor(
@@ -185,7 +216,7 @@ class Node:
             link_to = owner
         self._cells[cell.id] = cell
         if watch is not None:
-            cell.watchers[watch] = watch
+            cell.watchers = {watch: watch}
 
         def register(c: _Cell) -> None:
             if name is not None:
@@ -197,6 +228,13 @@ class Node:
 
     def _forget(self, cell: _Cell) -> None:
         self._cells.pop(cell.id, None)
+        self._top.pop(cell.id, None)
+
+    def _interrupt(self) -> None:
+        """Ctrl-C landed inside an actor: stop the tree in order and re-raise it at ``open_node``."""
+        self._interrupted = True
+        if self._body_scope is not None:
+            self._body_scope.cancel()
 
     # ----- lookups and helpers
 
@@ -228,7 +266,7 @@ class Node:
     def tree(self) -> list[dict[str, Any]]:
         """A plain-data snapshot of the top-level actors and, for supervisors, their subtrees."""
         out = []
-        for ref, _ in self._top:
+        for ref, _ in list(self._top.values()):
             if not ref.alive:
                 continue
             entry: dict[str, Any] = {
@@ -252,7 +290,7 @@ class Node:
         """Stop top-level actors in reverse start order, each within its shutdown time."""
         self.closing = True
         while self._top:
-            ref, timeout = self._top.pop()
+            ref, timeout = self._top.pop(next(reversed(self._top)))
             if not ref.alive:
                 continue
             cell = ref._cell
@@ -277,25 +315,36 @@ def _only_keyboard_interrupt(exc: BaseException) -> bool:
 async def open_node(name: str = "ackvisor") -> AsyncIterator[Node]:
     """Open a node for the duration of the block (see the module docstring for the guarantees)."""
     interrupted = False
+    node: Node | None = None
     try:
         async with trio.open_nursery() as nursery:
             node = Node(name, nursery)
             nursery.start_soon(node.timers.run, name="ackvisor:timers")
             try:
-                yield node
+                # Ctrl-C that lands inside an actor's code is caught there and
+                # cancels this scope, so the body ends and the tree stops in order.
+                with trio.CancelScope() as body:
+                    node._body_scope = body
+                    yield node
             except KeyboardInterrupt:
                 interrupted = True
                 raise
+            except BaseExceptionGroup as group:
+                interrupted = _only_keyboard_interrupt(group)
+                raise
             finally:
+                node._body_scope = None
                 with trio.CancelScope(shield=True):
                     await node.shutdown()
                 nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
-        if interrupted or _only_keyboard_interrupt(group):
+        if interrupted or _only_keyboard_interrupt(group) or (node is not None and node._interrupted):
             raise KeyboardInterrupt from None
         if len(group.exceptions) == 1 and not isinstance(group.exceptions[0], BaseExceptionGroup):
             raise group.exceptions[0] from None
         raise
+    if node is not None and node._interrupted:
+        raise KeyboardInterrupt from None
 
 
 _ = DEFAULT_SHUTDOWN

@@ -305,7 +305,9 @@ class _SupervisorBase(Actor):
             cell.shutdown(SHUTDOWN, spec.shutdown)
         reason = await ref.wait()
         child.last_exit = reason
-        ok = isinstance(reason, Killed) if spec.shutdown == "brutal_kill" else isinstance(reason, (Shutdown, Killed))
+        # S-6: brutal_kill expects ``killed``; a timed shutdown expects ``shutdown``
+        # (a child killed because it outlived its shutdown time is a shutdown_error).
+        ok = isinstance(reason, Killed) if spec.shutdown == "brutal_kill" else isinstance(reason, Shutdown)
         if not ok and not (spec.restart != "permanent" and is_expected(reason)):
             log.error("shutdown_error", supervisor=str(self.sup_id), child_id=str(spec.id), actor=repr(ref), **reason_fields(reason))
 
@@ -352,10 +354,17 @@ class _SupervisorBase(Actor):
         self.stop(SHUTDOWN)
 
     async def handle_call(self, request: Any, caller: Caller) -> Any:
+        if not isinstance(request, tuple) or not request:
+            # S-24: garbage never crashes a supervisor.
+            log.warning("supervisor_unexpected_message", supervisor=str(self.sup_id), message=repr(request)[:200])
+            return _Failure(SupervisorError("unknown_request", request))
         try:
             return await self._handle_request(request)
         except (SupervisorError, StartError, ValueError) as e:
             return _Failure(e)
+
+    async def handle_cast(self, request: Any) -> None:
+        log.warning("supervisor_unexpected_message", supervisor=str(self.sup_id), message=repr(request)[:200])
 
     async def _handle_request(self, request: Any) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -557,6 +566,8 @@ class Supervisor(_SupervisorBase):
                 raise SupervisorError("not_found", request[1])
             if child.ref is not None:
                 raise SupervisorError("running", request[1])
+            if child.state == "restarting":
+                raise SupervisorError("restarting", request[1])
             if not await self._start(child):
                 raise StartError(f"child {child.spec.id!r}", child.last_exit)
             return child.ref
@@ -566,6 +577,8 @@ class Supervisor(_SupervisorBase):
                 raise SupervisorError("not_found", request[1])
             if child.ref is not None:
                 raise SupervisorError("running", request[1])
+            if child.state == "restarting":
+                raise SupervisorError("restarting", request[1])
             self._children.remove(child)
             return None
         raise SupervisorError("unknown_request", op)

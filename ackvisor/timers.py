@@ -35,14 +35,25 @@ _PENDING, _FIRED, _CANCELLED = 0, 1, 2
 class TimerRef:
     """Handle of one armed timer. ``cancel`` is sync and never blocks."""
 
-    __slots__ = ("deadline", "_seq", "_deliver", "_state", "_service", "__weakref__")
+    __slots__ = ("deadline", "_seq", "_deliver", "_state", "_service", "_owner", "__weakref__")
 
-    def __init__(self, deadline: float, seq: int, deliver: Callable[["TimerRef"], None], service: "TimerService") -> None:
+    def __init__(
+        self,
+        deadline: float,
+        seq: int,
+        deliver: Callable[["TimerRef"], None],
+        service: "TimerService",
+        owner: "set[TimerRef] | None" = None,
+    ) -> None:
         self.deadline = deadline
         self._seq = seq
         self._deliver = deliver
         self._state = _PENDING
         self._service = service
+        # The target actor's set of pending timers: it cancels them when it dies (T-4).
+        self._owner = owner
+        if owner is not None:
+            owner.add(self)
 
     def __lt__(self, other: "TimerRef") -> bool:
         return (self.deadline, self._seq) < (other.deadline, other._seq)
@@ -58,8 +69,23 @@ class TimerRef:
         if state == _PENDING:
             self._service._cancelled += 1
             self._deliver = _noop
+            owner = self._owner
+            if owner is not None:
+                self._owner = None
+                owner.discard(self)
             return max(0.0, self.deadline - trio.current_time())
         return False
+
+    def _discard(self) -> None:
+        """Cancel without computing the remaining time (internal fast path)."""
+        if self._state == _PENDING:
+            self._state = _CANCELLED
+            self._service._cancelled += 1
+            self._deliver = _noop
+            owner = self._owner
+            if owner is not None:
+                self._owner = None
+                owner.discard(self)
 
     def read(self) -> float | Literal[False]:
         """Seconds left before the timer fires, or ``False`` if it is not pending (T-5)."""
@@ -96,11 +122,17 @@ class TimerService:
         self._sleeping_until = math.inf
         self._cancelled = 0
 
-    def schedule(self, seconds: float, deliver: Callable[[TimerRef], None]) -> TimerRef:
-        """Arm a timer that calls ``deliver(tref)`` after ``seconds``; sync."""
+    def schedule(
+        self, seconds: float, deliver: Callable[[TimerRef], None], owner: "set[TimerRef] | None" = None
+    ) -> TimerRef:
+        """Arm a timer that calls ``deliver(tref)`` after ``seconds``; sync.
+
+        ``owner`` is the target's set of pending timers: the timer adds itself
+        and leaves it when it fires or is cancelled.
+        """
         if not seconds >= 0:
             raise ValueError(f"timer delay must be >= 0 seconds, not {seconds!r}")
-        tref = TimerRef(trio.current_time() + seconds, next(self._seq), deliver, self)
+        tref = TimerRef(trio.current_time() + seconds, next(self._seq), deliver, self, owner)
         heapq.heappush(self._heap, tref)
         if tref.deadline < self._sleeping_until:
             self._wake.set()
@@ -122,11 +154,19 @@ class TimerService:
         while True:
             now = trio.current_time()
             heap = self._heap
-            while heap and heap[0].deadline <= now:
+            # Fire what is due; also drop cancelled timers at the top, so the
+            # sleep below targets the next *pending* deadline (call timeouts are
+            # armed and cancelled at a high rate and must not wake this task).
+            while heap and (heap[0].deadline <= now or heap[0]._state != _PENDING):
                 tref = heapq.heappop(heap)
                 if tref._state == _PENDING:
                     tref._state = _FIRED
-                    tref._deliver(tref)
+                    owner = tref._owner
+                    if owner is not None:
+                        tref._owner = None
+                        owner.discard(tref)
+                    deliver, tref._deliver = tref._deliver, _noop
+                    deliver(tref)
                 else:
                     self._cancelled -= 1
             self._sleeping_until = heap[0].deadline if heap else math.inf

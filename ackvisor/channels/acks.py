@@ -22,6 +22,7 @@ raises.
 from __future__ import annotations
 
 import itertools
+import math
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -51,16 +52,19 @@ class CheckAck:
 
 
 class PendingAck:
-    """One message awaiting its ack."""
+    """One message awaiting its ack (with its topic offset when it came from the history)."""
 
-    __slots__ = ("message_id", "event", "queued_at", "sent_at", "timer")
+    __slots__ = ("message_id", "event", "queued_at", "sent_at", "timer", "offset", "epoch", "size")
 
-    def __init__(self, message_id: str, event: str, queued_at: float) -> None:
+    def __init__(self, message_id: str, event: str, queued_at: float, offset: int | None = None, epoch: str | None = None, size: int = 0) -> None:
         self.message_id = message_id
         self.event = event
         self.queued_at = queued_at
         self.sent_at: float | None = None
         self.timer: TimerRef | None = None
+        self.offset = offset
+        self.epoch = epoch
+        self.size = size
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +72,7 @@ class AckStatistics:
     """Counters of one tracker: awaiting now, tracked, acked, unknown acks, expired."""
 
     awaiting: int
+    awaiting_bytes: int
     tracked: int
     acked: int
     unknown: int
@@ -77,25 +82,88 @@ class AckStatistics:
 class AckTracker:
     """Message ids awaiting ack for one channel actor, with their ``check_ack`` timers."""
 
-    __slots__ = ("owner", "ack_timeout", "awaiting", "_tracked", "_acked", "_unknown", "_expired")
+    __slots__ = (
+        "owner",
+        "ack_timeout",
+        "awaiting",
+        "max_unacked",
+        "max_unacked_bytes",
+        "awaiting_bytes",
+        "_tracked",
+        "_acked",
+        "_unknown",
+        "_expired",
+    )
 
-    def __init__(self, owner: ActorRef, ack_timeout: float) -> None:
+    def __init__(
+        self,
+        owner: ActorRef,
+        ack_timeout: float,
+        *,
+        max_unacked: float = math.inf,
+        max_unacked_bytes: float = math.inf,
+    ) -> None:
         if not ack_timeout > 0:
             raise ValueError(f"ack_timeout must be > 0 seconds, not {ack_timeout!r}")
         self.owner = owner
         self.ack_timeout = ack_timeout
+        self.max_unacked = max_unacked
+        self.max_unacked_bytes = max_unacked_bytes
+        self.awaiting_bytes = 0
+        # Insertion-ordered: pushes are tracked in offset order, which cumulative acks rely on.
         self.awaiting: dict[str, PendingAck] = {}
         self._tracked = 0
         self._acked = 0
         self._unknown = 0
         self._expired = 0
 
-    def track(self, event: str) -> PendingAck:
+    def track(self, event: str, *, offset: int | None = None, epoch: str | None = None) -> PendingAck:
         """Record a new message as awaiting ack and return it (its timer is armed by :meth:`written`)."""
-        pending = PendingAck(new_message_id(), event, trio.current_time())
+        pending = PendingAck(new_message_id(), event, trio.current_time(), offset, epoch)
         self.awaiting[pending.message_id] = pending
         self._tracked += 1
         return pending
+
+    def sized(self, pending: PendingAck, size: int) -> None:
+        """Count the frame's size against the unacked-bytes cap."""
+        pending.size = size
+        self.awaiting_bytes += size
+
+    def over_limit(self) -> bool:
+        """True when more messages (or bytes) await ack than the caps allow: the client is hopelessly slow."""
+        return len(self.awaiting) > self.max_unacked or self.awaiting_bytes > self.max_unacked_bytes
+
+    def too_many_reason(self, **context: Any) -> Error:
+        """The exit reason when :meth:`over_limit` is true."""
+        oldest = next(iter(self.awaiting.values()), None)
+        waited = trio.current_time() - oldest.queued_at if oldest is not None else 0.0
+        return Error(
+            "too_many_unacked",
+            awaiting=len(self.awaiting),
+            awaiting_bytes=self.awaiting_bytes,
+            max_unacked=self.max_unacked,
+            max_unacked_bytes=self.max_unacked_bytes,
+            oldest_waited_ms=round(waited * 1000, 1),
+            **context,
+        )
+
+    def ack_upto(self, offset: int, epoch: str | None = None) -> int:
+        """Cumulative ack: forget every awaited message with an offset <= ``offset`` (of ``epoch`` if given)."""
+        done = [
+            p
+            for p in self.awaiting.values()
+            if p.offset is not None and p.offset <= offset and (epoch is None or p.epoch == epoch)
+        ]
+        for pending in done:
+            del self.awaiting[pending.message_id]
+            self._forget(pending)
+        return len(done)
+
+    def _forget(self, pending: PendingAck) -> None:
+        if pending.timer is not None:
+            pending.timer.cancel()
+        self.awaiting_bytes -= pending.size
+        self._acked += 1
 
     def written(self, pending: PendingAck) -> None:
         """The frame was handed to the socket: start the ack deadline now."""
@@ -110,9 +178,7 @@ class AckTracker:
         if pending is None:
             self._unknown += 1
             return False
-        if pending.timer is not None:
-            pending.timer.cancel()
-        self._acked += 1
+        self._forget(pending)
         return True
 
     def expired(self, check: CheckAck) -> PendingAck | None:
@@ -125,6 +191,8 @@ class AckTracker:
     def no_ack_reason(self, pending: PendingAck, **context: Any) -> Error:
         """The exit reason for an expired ack, with the report's keys."""
         waited = trio.current_time() - (pending.sent_at if pending.sent_at is not None else pending.queued_at)
+        if pending.offset is not None:
+            context.setdefault("offset", pending.offset)
         return Error(
             "no_ack_received",
             message_id=pending.message_id,
@@ -144,6 +212,7 @@ class AckTracker:
         """A frozen snapshot of the counters."""
         return AckStatistics(
             awaiting=len(self.awaiting),
+            awaiting_bytes=self.awaiting_bytes,
             tracked=self._tracked,
             acked=self._acked,
             unknown=self._unknown,

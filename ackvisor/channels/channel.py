@@ -25,7 +25,7 @@ does not ack in time the channel exits with ``no_ack_received``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator
 
 import structlog
 
@@ -90,7 +90,7 @@ class Assigns:
 class Socket:
     """The channel's view of its client: topic, join_ref, assigns, connect params and peer."""
 
-    __slots__ = ("topic", "join_ref", "assigns", "params", "peer", "connection", "connection_id", "vsn")
+    __slots__ = ("topic", "join_ref", "assigns", "params", "peer", "connection", "connection_id", "vsn", "recovered", "position")
 
     def __init__(
         self,
@@ -112,6 +112,12 @@ class Socket:
         self.connection = connection
         self.connection_id = connection_id
         self.vsn = vsn
+        #: For channels with a ``history_topic``: True when the join resumed from
+        #: the client's ``resume`` position (the missed messages are replayed), False
+        #: when the channel must send a fresh snapshot; None without history.
+        self.recovered: bool | None = None
+        #: The history topic's position (epoch, offset) when the channel joined.
+        self.position: Any = None
 
     def assign(self, **values: Any) -> "Socket":
         """Set assigns and return the socket (so ``return socket.assign(x=1)`` reads naturally)."""
@@ -135,9 +141,22 @@ class ReplyRef:
 
 
 class Channel:
-    """Base class of application channels; override the callbacks you need."""
+    """Base class of application channels; override the callbacks you need.
+
+    Set ``history_topic`` to the pubsub topic whose messages this channel
+    delivers with offsets (published with :func:`ackvisor.channels.pubsub.publish`):
+    the framework then subscribes to it before ``join``, honours the client's
+    ``resume: {epoch, offset}`` join param (replaying what was missed, in
+    order, before any live message, with no duplicate), adds ``offset`` and
+    ``epoch`` to acked pushes made for those messages, and answers the join
+    with ``recovered``, ``epoch`` and ``offset``.  When ``socket.recovered`` is
+    False, send a snapshot with :meth:`push_snapshot`.
+    """
 
     _server: "ChannelServer"
+
+    #: The pubsub topic this channel resumes from (None: no offsets, no resume).
+    history_topic: ClassVar[str | None] = None
 
     # ----- callbacks
 
@@ -185,6 +204,14 @@ class Channel:
         the frame was written, or this channel exits with ``no_ack_received``.
         """
         return await self._server.push(event, payload, ack=ack)
+
+    async def push_snapshot(self, event: str, payload: dict[str, Any], position: Any) -> str | None:
+        """Push a fresh snapshot taken at ``position`` (an ``(epoch, offset)`` pair or a history Position), acked.
+
+        The payload gets ``snapshot: {epoch, offset}``; live messages at or
+        below that offset are then skipped, so nothing is applied twice.
+        """
+        return await self._server.push_snapshot(event, payload, position)
 
     async def reply(self, to: ReplyRef, status: str, response: dict[str, Any] | None = None) -> None:
         """Send a deferred reply (see :meth:`socket_ref`)."""

@@ -10,6 +10,7 @@ deadline passes.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,8 @@ from ..exits import Shutdown, reason_fields
 from .acks import AckTracker, CheckAck
 from .channel import Channel, JoinRefused, ReplyRef, Socket
 from .protocol import Message
+from . import pubsub
+from .history import history_of
 from .pubsub import Broadcast
 from .transport import Transport, TransportClosed
 
@@ -36,6 +39,8 @@ class ChannelSettings:
 
     ack_timeout: float = 5.0
     on_no_ack: str = "close_connection"
+    max_unacked: float = math.inf
+    max_unacked_bytes: float = math.inf
 
 
 class ChannelServer(Actor):
@@ -57,13 +62,22 @@ class ChannelServer(Actor):
         self.transport = transport
         self.socket = socket
         self.settings = settings
-        self.tracker = AckTracker(self.ref, settings.ack_timeout)
+        self.tracker = AckTracker(
+            self.ref,
+            settings.ack_timeout,
+            max_unacked=settings.max_unacked,
+            max_unacked_bytes=settings.max_unacked_bytes,
+        )
         self._current: Message | None = None
+        #: (epoch, offset) of the last history message delivered to this client.
+        self.position: tuple[str, int] | None = None
+        self._delivering: Broadcast | None = None
         channel = channel_cls()
         channel._server = self
         self.channel = channel
         topic, join_ref, ref = message.topic, message.join_ref, message.ref
         params = message.payload if isinstance(message.payload, dict) else {}
+        replay = self._recover(channel_cls.history_topic, params)
         try:
             result = await channel.join(topic, params, socket)
         except JoinRefused as e:
@@ -74,11 +88,36 @@ class ChannelServer(Actor):
             await self._reply_quietly(join_ref, ref, topic, "error", {"reason": "join crashed"})
             return IGNORE
         response = result if isinstance(result, dict) else {}
+        if socket.recovered is not None:
+            response = {**response, "recovered": socket.recovered, "epoch": socket.position.epoch, "offset": socket.position.offset}
         try:
             await transport.reply(join_ref, ref, topic, "ok", response)
+            # Replay before the mailbox is served: nothing live can overtake it.
+            for entry in replay:
+                await self._deliver(Broadcast(entry.topic, entry.event, entry.payload, None, entry.offset, entry.epoch))
         except TransportClosed:
             return IGNORE
         return None
+
+    def _recover(self, history_topic: str | None, params: dict[str, Any]) -> list[Any]:
+        """Subscribe first, then read the history: a message published in between is in both, and
+        :meth:`_deliver` drops the second copy by offset."""
+        if history_topic is None:
+            return []
+        history = history_of(self.node)
+        pubsub.subscribe(self.node, history_topic, self.ref)
+        position = history.position(history_topic)
+        self.socket.position = position
+        resume = params.get("resume")
+        replay = None
+        if isinstance(resume, dict):
+            epoch, offset = resume.get("epoch"), resume.get("offset")
+            if isinstance(epoch, str) and isinstance(offset, int) and not isinstance(offset, bool):
+                replay = history.read_from(history_topic, epoch, offset)
+                if replay is not None:
+                    self.position = (epoch, offset)
+        self.socket.recovered = replay is not None
+        return replay or []
 
     async def _reply_quietly(self, join_ref: str | None, ref: str | None, topic: str, status: str, response: dict) -> None:
         try:
@@ -95,11 +134,42 @@ class ChannelServer(Actor):
             return None
         if not isinstance(payload, dict):
             raise TypeError("an acked push needs a dict payload (the message_id goes into it)")
-        pending = self.tracker.track(event)
-        payload = {**payload, "message_id": pending.message_id}
-        await self._write(self.transport.serializer.encode_push(socket.join_ref, socket.topic, event, payload))
-        self.tracker.written(pending)
+        tracker = self.tracker
+        source = self._delivering
+        if source is not None and source.offset is not None:
+            pending = tracker.track(event, offset=source.offset, epoch=source.epoch)
+            payload = {**payload, "message_id": pending.message_id, "offset": source.offset, "epoch": source.epoch}
+        else:
+            pending = tracker.track(event)
+            payload = {**payload, "message_id": pending.message_id}
+        frame = self.transport.serializer.encode_push(socket.join_ref, socket.topic, event, payload)
+        tracker.sized(pending, len(frame))
+        if tracker.over_limit():
+            raise ActorExit(tracker.too_many_reason(topic=socket.topic, connection=socket.connection_id, peer=socket.peer))
+        await self._write(frame)
+        tracker.written(pending)
         return pending.message_id
+
+    async def push_snapshot(self, event: str, payload: dict[str, Any], position: Any) -> str | None:
+        epoch, offset = (position.epoch, position.offset) if hasattr(position, "epoch") else position
+        message_id = await self.push(event, {**payload, "snapshot": {"epoch": epoch, "offset": offset}}, ack=True)
+        if self.position is None or self.position[0] != epoch or self.position[1] < offset:
+            self.position = (epoch, offset)
+        return message_id
+
+    async def _deliver(self, message: Broadcast) -> None:
+        """Hand a broadcast to ``handle_out``, skipping history messages this client already has."""
+        offset = message.offset
+        if offset is not None:
+            position = self.position
+            if position is not None and position[0] == message.epoch and offset <= position[1]:
+                return
+            self.position = (message.epoch, offset)  # type: ignore[assignment]
+        self._delivering = message
+        try:
+            await self.channel.handle_out(message.event, message.payload, self.socket)
+        finally:
+            self._delivering = None
 
     async def write_broadcast(self, event: str, payload: Any) -> None:
         await self._write(self.transport.serializer.encode_broadcast(self.socket.topic, event, payload))
@@ -143,7 +213,7 @@ class ChannelServer(Actor):
                     )
                 )
         elif cls is Broadcast:
-            await self.channel.handle_out(message.event, message.payload, self.socket)
+            await self._deliver(message)
         else:
             await self.channel.handle_info(message, self.socket)
 
@@ -175,6 +245,13 @@ class ChannelServer(Actor):
     async def _handle_ack(self, msg: Message) -> None:
         payload = msg.payload if isinstance(msg.payload, dict) else {}
         message_id = payload.get("message_id")
+        offset = payload.get("offset")
+        if message_id is None and isinstance(offset, int) and not isinstance(offset, bool):
+            epoch = payload.get("epoch")
+            acked = self.tracker.ack_upto(offset, epoch if isinstance(epoch, str) else None)
+            if msg.ref is not None:
+                await self._reply(msg, "ok", {"acked": acked})
+            return
         if self.tracker.ack(message_id):
             if msg.ref is not None:
                 await self._reply(msg, "ok", {})

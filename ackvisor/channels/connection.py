@@ -141,7 +141,7 @@ class Connection(Actor):
     async def init(self, endpoint: "Endpoint", stream: trio.SocketStream) -> None:
         self.endpoint = endpoint
         self.settings = endpoint.settings
-        self.channel_settings = ChannelSettings(self.settings.ack_timeout, self.settings.on_no_ack)
+        self.channel_settings = endpoint.channel_settings
         self.stream = stream
         self.peer = _peer_of(stream)
         self.transport: Transport | None = None

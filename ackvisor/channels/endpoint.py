@@ -29,6 +29,7 @@ from ..childspec import ChildSpec
 from ..exits import SHUTDOWN
 from ..node import Node
 from ..supervisor import DynamicSupervisor, SupervisorError, SupervisorRef
+from .channel_server import ChannelSettings
 from .connection import ConnectInfo, Connection
 from .router import Router
 
@@ -61,6 +62,8 @@ class EndpointSettings:
     max_connections: float = math.inf
     ack_timeout: float = 5.0
     on_no_ack: str = "close_connection"
+    max_unacked: float = 1000
+    max_unacked_bytes: float = 8 << 20
     handshake_timeout: float = 10.0
     connection_shutdown: float = 5.0
 
@@ -102,6 +105,8 @@ class Endpoint:
         self.router = Router(routes)
         self.connect = connect
         self.id = id
+        s = self.settings
+        self.channel_settings = ChannelSettings(s.ack_timeout, s.on_no_ack, s.max_unacked, s.max_unacked_bytes)
         self.addresses: list[tuple[str, int]] = []
         self._listening: trio.Event | None = None
 

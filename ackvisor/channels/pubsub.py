@@ -19,7 +19,7 @@ from typing import Any
 from ..actor import Actor, ActorRef, current_actor
 from ..node import Node
 
-__all__ = ["Broadcast", "PubSub", "subscribe", "unsubscribe", "broadcast", "subscribers", "PubSubStatistics"]
+__all__ = ["Broadcast", "PubSub", "subscribe", "unsubscribe", "broadcast", "publish", "subscribers", "PubSubStatistics"]
 
 _GROUP = "pubsub"
 
@@ -32,6 +32,8 @@ class Broadcast:
     event: str
     payload: Any
     sender: ActorRef | None = None
+    offset: int | None = None
+    epoch: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +92,30 @@ def broadcast(node: Node, topic: str, event: str, payload: Any, *, exclude: Acto
     counters.broadcasts += 1
     counters.delivered += n
     return n
+
+
+def publish(node: Node, topic: str, event: str, payload: Any, *, exclude: ActorRef | None = None) -> Any:
+    """Broadcast with history: the message gets the topic's next offset and epoch first.
+
+    Returns the history :class:`~ackvisor.channels.history.Entry`.  Appending
+    and delivering happen in one synchronous step, so every subscriber sees
+    one order per topic, and a subscriber that read the history after
+    subscribing can de-duplicate by offset.
+    """
+    from .history import history_of
+
+    entry = history_of(node).append(topic, event, payload)
+    sender = current_actor()
+    message = Broadcast(topic, event, payload, sender, entry.offset, entry.epoch)
+    n = 0
+    for ref in node.registry.members((_GROUP, topic)):
+        if ref is not exclude:
+            ref.send(message)
+            n += 1
+    counters = _counters(node)
+    counters.broadcasts += 1
+    counters.delivered += n
+    return entry
 
 
 def _require_actor() -> ActorRef:

@@ -17,6 +17,7 @@ from typing import Any
 from ..actor import Actor, Caller
 from ..channels import pubsub
 from ..channels.channel import Channel, JoinRefused, Socket
+from ..channels.history import history_of
 
 __all__ = ["SuperheroStore", "SuperheroChannel", "DEFAULT_SUPERHEROES", "STORE_NAME", "TOPIC"]
 
@@ -39,38 +40,49 @@ class SuperheroStore(Actor):
     async def handle_call(self, request: Any, caller: Caller) -> Any:
         if request == "list":
             return [dict(h) for h in self.superheroes]
+        if request == "snapshot":
+            # The list and the topic position it corresponds to, taken atomically:
+            # a client applying changes after this offset ends in the same state.
+            return [dict(h) for h in self.superheroes], history_of(self.node).position(TOPIC)
         if isinstance(request, tuple) and request and request[0] == "add":
             hero = dict(request[1])
             hero.setdefault("id", max((h["id"] for h in self.superheroes), default=0) + 1)
             self.superheroes.append(hero)
-            pubsub.broadcast(self.node, TOPIC, "superhero_added", {"superhero": hero})
+            pubsub.publish(self.node, TOPIC, "superhero_added", {"superhero": hero})
             return hero
         if isinstance(request, tuple) and request and request[0] == "remove":
             before = len(self.superheroes)
             self.superheroes = [h for h in self.superheroes if h["id"] != request[1]]
             removed = len(self.superheroes) != before
             if removed:
-                pubsub.broadcast(self.node, TOPIC, "superhero_removed", {"id": request[1]})
+                pubsub.publish(self.node, TOPIC, "superhero_removed", {"id": request[1]})
             return removed
         raise ValueError(f"unknown request {request!r}")
 
 
 class SuperheroChannel(Channel):
-    """Serves ``superheroes:lobby`` (and any ``superheroes:*``)."""
+    """Serves ``superheroes:lobby`` (and any ``superheroes:*``).
+
+    Changes carry ``offset``/``epoch``; a client that rejoins with
+    ``resume: {epoch, offset}`` gets exactly the changes it missed
+    (``recovered: true``), otherwise a fresh ``hydrate`` snapshot.
+    """
+
+    history_topic = TOPIC
 
     async def join(self, topic: str, params: dict[str, Any], socket: Socket) -> Any:
         store = self.node.whereis(STORE_NAME)
         if store is None:
             raise JoinRefused({"reason": "superheroes store unavailable"})
-        self.subscribe(TOPIC)
-        self.send(self.ref, "send_initial_superheroes")
         socket.assign(store=store)
+        if not socket.recovered:
+            self.send(self.ref, "send_initial_superheroes")
         return None
 
     async def handle_info(self, message: Any, socket: Socket) -> Any:
         if message == "send_initial_superheroes":
-            superheroes = await socket.assigns.store.call("list")
-            await self.push("hydrate", {"superheroes": superheroes}, ack=True)
+            superheroes, position = await socket.assigns.store.call("snapshot")
+            await self.push_snapshot("hydrate", {"superheroes": superheroes}, position)
         else:
             await super().handle_info(message, socket)
 
