@@ -150,6 +150,7 @@ class Connection(Actor):
         self.assigns: dict[str, Any] = {}
         self.channels: dict[str, _Joined] = {}
         self.topics_by_ref: dict[ActorRef, str] = {}
+        self._handling = False
         self.trap_exit = True
         self.start_soon(self._socket_main)
 
@@ -244,34 +245,58 @@ class Connection(Actor):
 
     async def _read_loop(self, ws: Any) -> None:
         decode = self.serializer.decode  # type: ignore[union-attr]
-        put = self._cell.mailbox.put
+        mailbox = self._cell.mailbox
+        put = mailbox.put
+        channels = self.channels
         heartbeat_timeout = self.settings.heartbeat_timeout
-        with trio.CancelScope() as idle:
-            try:
-                while True:
-                    idle.deadline = trio.current_time() + heartbeat_timeout
-                    data = await ws.get_message()
-                    try:
-                        put(decode(data))
-                    except ProtocolError as e:
-                        put(_Frame(e))
-                        if e.close_code is not None:
-                            return  # the actor closes the socket; read nothing more
-            except ConnectionClosed as e:
-                reason = e.reason
-                code = int(reason.code) if reason is not None else 1006
-                if code == 1009:
-                    log.warning("bad_frame", connection=self.ref.id, peer=self.peer, reason="too_big", close_code=1009)
-                # Behind the frames already queued, so they are still handled in order.
-                put(_ReaderDone(Shutdown(("closed", code))))
-                return
-        if idle.cancelled_caught:
-            log.info("heartbeat_timeout", connection=self.ref.id, peer=self.peer, seconds=heartbeat_timeout)
-            put(_ReaderDone(Shutdown("heartbeat_timeout")))
+        last_seen = trio.current_time()
+        try:
+            while True:
+                # One deadline per heartbeat period, not one per frame: when it
+                # fires early (traffic arrived meanwhile) we simply re-arm it.
+                with trio.move_on_at(last_seen + heartbeat_timeout) as idle:
+                    while True:
+                        data = await ws.get_message()
+                        last_seen = trio.current_time()
+                        try:
+                            msg = decode(data)
+                        except ProtocolError as e:
+                            put(_Frame(e))
+                            if e.close_code is not None:
+                                return  # the actor closes the socket; read nothing more
+                            continue
+                        # Fast path: while the connection is idle with nothing queued,
+                        # every earlier frame has been fully handled, so handing a
+                        # channel's own traffic (acks, pushes, leaves) straight to the
+                        # channel keeps the order and saves a hop through this actor.
+                        if not self._handling and mailbox.depth == 0 and msg.event != "phx_join" and msg.topic != "phoenix":
+                            joined = channels.get(msg.topic)
+                            if joined is not None and (msg.join_ref is None or msg.join_ref == joined.join_ref):
+                                joined.ref.send(msg)
+                                continue
+                        put(msg)
+                if idle.cancelled_caught and trio.current_time() - last_seen >= heartbeat_timeout:
+                    log.info("heartbeat_timeout", connection=self.ref.id, peer=self.peer, seconds=heartbeat_timeout)
+                    put(_ReaderDone(Shutdown("heartbeat_timeout")))
+                    return
+        except ConnectionClosed as e:
+            reason = e.reason
+            code = int(reason.code) if reason is not None else 1006
+            if code == 1009:
+                log.warning("bad_frame", connection=self.ref.id, peer=self.peer, reason="too_big", close_code=1009)
+            # Behind the frames already queued, so they are still handled in order.
+            put(_ReaderDone(Shutdown(("closed", code))))
 
     # ----- messages
 
     async def handle_info(self, message: Any) -> None:
+        self._handling = True
+        try:
+            await self._dispatch(message)
+        finally:
+            self._handling = False
+
+    async def _dispatch(self, message: Any) -> None:
         cls = type(message)
         if cls is Message:
             await self._route(message)
