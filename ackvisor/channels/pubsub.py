@@ -81,17 +81,7 @@ def subscribers(node: Node, topic: str) -> list[ActorRef]:
 
 def broadcast(node: Node, topic: str, event: str, payload: Any, *, exclude: ActorRef | None = None) -> int:
     """Deliver ``Broadcast(topic, event, payload)`` to every subscriber but ``exclude``; returns how many."""
-    sender = current_actor()
-    message = Broadcast(topic, event, payload, sender)
-    n = 0
-    for ref in node.registry.members((_GROUP, topic)):
-        if ref is not exclude:
-            ref.send(message)
-            n += 1
-    counters = _counters(node)
-    counters.broadcasts += 1
-    counters.delivered += n
-    return n
+    return _fan_out(node, Broadcast(topic, event, payload, current_actor()), exclude)
 
 
 def publish(node: Node, topic: str, event: str, payload: Any, *, exclude: ActorRef | None = None) -> Any:
@@ -105,17 +95,20 @@ def publish(node: Node, topic: str, event: str, payload: Any, *, exclude: ActorR
     from .history import history_of
 
     entry = history_of(node).append(topic, event, payload)
-    sender = current_actor()
-    message = Broadcast(topic, event, payload, sender, entry.offset, entry.epoch)
+    _fan_out(node, Broadcast(topic, event, payload, current_actor(), entry.offset, entry.epoch), exclude)
+    return entry
+
+
+def _fan_out(node: Node, message: Broadcast, exclude: ActorRef | None) -> int:
     n = 0
-    for ref in node.registry.members((_GROUP, topic)):
+    for ref in node.registry.members((_GROUP, message.topic)):
         if ref is not exclude:
             ref.send(message)
             n += 1
     counters = _counters(node)
     counters.broadcasts += 1
     counters.delivered += n
-    return entry
+    return n
 
 
 def _require_actor() -> ActorRef:
