@@ -356,6 +356,21 @@ class ActorRef:
         return tref
 
 
+def exit_reason_of(exc: BaseException) -> Any:
+    """The exit reason an exception stands for (OTP_SEMANTICS 9.3).
+
+    A group holding a single exception stands for that exception (so an
+    error raised in a handler's own nursery is reported by its name, not as
+    "ExceptionGroup"); :class:`ActorExit` stands for its ``reason``; a group
+    of several exceptions is the reason as it is.
+    """
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    if isinstance(exc, ActorExit):
+        return exc.reason
+    return exc
+
+
 def current_actor() -> ActorRef | None:
     """The ``ActorRef`` of the actor whose code is running (handlers and its helpers), or None."""
     cell = _current.get()
@@ -635,10 +650,8 @@ class _Cell:
     async def _guard_helper(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
         try:
             await fn(*args)
-        except ActorExit as e:
-            self.crash(e.reason)
         except Exception as e:
-            self.crash(e)
+            self.crash(exit_reason_of(e))
         except KeyboardInterrupt:
             self.node._interrupt()
 
@@ -651,7 +664,7 @@ class _Cell:
         if rest is None:
             return
         if isinstance(rest, Exception):
-            self.stop_reason = rest
+            self.stop_reason = exit_reason_of(rest)
             return
         raise rest
 
@@ -681,7 +694,7 @@ class _Cell:
                         register = None  # an idle actor keeps nothing it does not need
                     result = await actor.init(*args, **kwargs)
                 except Exception as e:
-                    init_failure = e
+                    init_failure = exit_reason_of(e)
                     nursery.cancel_scope.cancel()
                 else:
                     args = kwargs = None  # type: ignore[assignment]
@@ -769,10 +782,8 @@ class _Cell:
                                 await actor.handle_info(item)
                         else:
                             await actor.handle_info(item)
-                    except ActorExit as e:
-                        self.stop_reason = e.reason
                     except Exception as e:
-                        self.stop_reason = e
+                        self.stop_reason = exit_reason_of(e)
                     except KeyboardInterrupt:
                         # Ctrl-C landed in this handler: not this actor's failure.
                         # The node stops the whole tree in order, then re-raises it.
@@ -805,8 +816,9 @@ class _Cell:
             self.stop_reason = KILLED
             raise
         except Exception as e:
-            log.error("terminate_failed", actor=repr(self.ref), **reason_fields(e))
-            self.stop_reason = e
+            reason = exit_reason_of(e)
+            log.error("terminate_failed", actor=repr(self.ref), **reason_fields(reason))
+            self.stop_reason = reason
         except KeyboardInterrupt:
             self.node._interrupt()
 

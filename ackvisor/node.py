@@ -6,7 +6,9 @@ block shuts every top-level actor down in reverse start order, each within
 its shutdown time (supervisors stop their own children the same way), then
 cancels whatever is left.  If the block is left by Ctrl-C, the tree is shut
 down the same way and a plain ``KeyboardInterrupt`` (not an exception group)
-is re-raised.
+is re-raised, wherever the interrupt landed (in the block, in a task of the
+program, or inside an actor's handler).  A second Ctrl-C during that orderly
+shutdown kills whatever is still alive (no ``terminate``).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any, AsyncIterator, Callable, Hashable, Iterable
 
 import trio
 
-from .actor import DEFAULT_SHUTDOWN, Actor, ActorRef, _Cell, current_cell
+from .actor import DEFAULT_SHUTDOWN, Actor, ActorRef, _Cell, current_cell, exit_reason_of
 from .childspec import ChildSpec
 from .exits import SHUTDOWN
 from .mailbox import OverflowPolicy
@@ -60,7 +62,7 @@ class TaskActor(Actor):
         except Exception as e:
             if not status.ready:
                 raise  # before readiness: nursery.start in init raises it, the start fails
-            self._finish(e)
+            self._finish(exit_reason_of(e))
             return
         if not status.ready:
             status.started()
@@ -230,10 +232,16 @@ class Node:
         self._cells.pop(cell.id, None)
         self._top.pop(cell.id, None)
 
+    def _kill_all(self) -> None:
+        for cell in list(self._cells.values()):
+            cell.kill()
+
     def _interrupt(self) -> None:
         """Ctrl-C landed inside an actor: stop the tree in order and re-raise it at ``open_node``."""
         self._interrupted = True
-        if self._body_scope is not None:
+        if self.closing:
+            self._kill_all()  # Ctrl-C during the orderly stop escalates (APP-4)
+        elif self._body_scope is not None:
             self._body_scope.cancel()
 
     # ----- lookups and helpers
@@ -334,9 +342,17 @@ async def open_node(name: str = "ackvisor") -> AsyncIterator[Node]:
                 raise
             finally:
                 node._body_scope = None
-                with trio.CancelScope(shield=True):
-                    await node.shutdown()
-                nursery.cancel_scope.cancel()
+                try:
+                    with trio.CancelScope(shield=True):
+                        await node.shutdown()
+                except KeyboardInterrupt:
+                    # A second Ctrl-C during the orderly stop escalates: whatever
+                    # is still alive is killed, without terminate (APP-4).
+                    interrupted = True
+                    node._kill_all()
+                    raise
+                finally:
+                    nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
         if interrupted or _only_keyboard_interrupt(group) or (node is not None and node._interrupted):
             raise KeyboardInterrupt from None

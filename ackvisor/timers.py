@@ -148,8 +148,13 @@ class TimerService:
         """Timers armed and not yet fired (cancelled ones may still be counted until compaction)."""
         return len(self._heap) - self._cancelled
 
+    @trio.lowlevel.enable_ki_protection
     async def run(self) -> None:
-        """Fire timers forever; cancel the surrounding scope to stop."""
+        """Fire timers forever; cancel the surrounding scope to stop.
+
+        KI-protected: a Ctrl-C arriving while this runtime task runs is
+        delivered to the main task instead of tearing the node's nursery down.
+        """
         heap = self._heap
         while True:
             now = trio.current_time()

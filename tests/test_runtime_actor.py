@@ -322,7 +322,9 @@ async def test_GS12_late_reply_dropped_after_timeout_and_callee_keeps_running(no
     with pytest.raises(CallTimeout):
         await ref.call(("sleep_then", 3, "late"), timeout=1)
     assert ref.alive
-    await trio.sleep(5)  # the callee finished the work and replied into the void
+    with capture_logs() as logs:
+        await trio.sleep(5)  # the callee finished the work and replied into the void
+    assert logs == []  # silently
     assert ref.alive
     assert await ref.call(("count",)) == 1  # the work was done
     assert await ref.call(("echo", "next")) == "next"  # the late reply did not leak into this call
@@ -596,3 +598,76 @@ async def test_spawn_outside_open_node_block_fails():
         pass
     with pytest.raises(RuntimeError):
         await n.spawn(Probe)
+
+
+async def test_9_3_single_error_in_a_handler_nursery_is_the_reason_not_a_group(node):
+    class Nested(Actor):
+        async def handle_cast(self, request):
+            async def reader():
+                if request == "error":
+                    raise ActorExit(Error("no_ack_received", message_id=7))
+                raise LookupError("reader failed")
+
+            async with trio.open_nursery() as n:
+                n.start_soon(reader)
+                await trio.sleep_forever()
+
+    ref = await node.spawn(Nested)
+    ref.cast("plain")
+    reason = await ref.wait()
+    assert type(reason) is LookupError and str(reason) == "reader failed"
+    ref = await node.spawn(Nested)
+    ref.cast("error")
+    reason = await ref.wait()
+    assert reason == Error("no_ack_received") and reason.details == {"message_id": 7}
+
+
+async def test_9_3_actor_exit_inside_a_group_stops_with_its_reason(node):
+    class Nested(Actor):
+        async def handle_cast(self, request):
+            async def stopper():
+                raise ActorExit(Shutdown("done"))
+
+            async with trio.open_nursery() as n:
+                n.start_soon(stopper)
+
+    ref = await node.spawn(Nested)
+    ref.cast("go")
+    assert await ref.wait() == Shutdown("done")
+
+
+async def test_task_worker_with_task_status_is_ready_when_it_says_so(node, autojump_clock):
+    from ackvisor import ChildSpec
+
+    order = []
+
+    async def server(port, task_status=trio.TASK_STATUS_IGNORED):
+        await trio.sleep(1)
+        order.append(("listening", port))
+        task_status.started()
+        await trio.sleep_forever()
+
+    class After(Actor):
+        async def init(self):
+            order.append("after started")
+
+    sup = await node.start_supervisor([ChildSpec("srv", server, 8080), ChildSpec("after", After)])
+    assert order == [("listening", 8080), "after started"]
+    assert sup.which_children()[0].ref.alive
+
+
+async def test_task_worker_failing_before_ready_fails_the_start(node):
+    async def server(task_status=trio.TASK_STATUS_IGNORED):
+        raise OSError("port in use")
+
+    with pytest.raises(StartError) as info:
+        await node.spawn(server)
+    assert isinstance(info.value.reason, OSError)
+
+
+async def test_task_worker_returning_at_once_exits_normal(node):
+    async def quick():
+        return 42
+
+    ref = await node.spawn(quick)
+    assert await ref.wait() == NORMAL

@@ -9,6 +9,7 @@ import trio.testing
 import ackvisor
 from ackvisor import (
     KILL,
+    CalleeExited,
     KILLED,
     NOPROC,
     NORMAL,
@@ -285,7 +286,7 @@ async def test_P5_link_to_dead_actor_raises_noproc_when_not_trapping(node):
     w = await node.spawn(Peer)
     t = await node.spawn(Peer)
     await t.stop()
-    with pytest.raises(Exception) as info:
+    with pytest.raises(CalleeExited) as info:
         await w.call(("link", t))
     # The handler raised NoProcError, which crashed w; the caller learns w's reason.
     assert isinstance(info.value.reason, NoProcError)

@@ -117,6 +117,8 @@ SCRIPT = textwrap.dedent(
     import structlog, trio
     from ackvisor import Actor, ChildSpec, open_node
 
+    # A parent that ignores SIGINT (a background CI job) must not make this test hang.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     structlog.configure(processors=[lambda *_: (_ for _ in ()).throw(structlog.DropEvent())])
     MODE = sys.argv[1]
 
@@ -157,10 +159,14 @@ SCRIPT = textwrap.dedent(
 
 @pytest.mark.parametrize("mode", ["body", "task", "actor", "parent"])
 def test_ctrl_c_stops_tree_in_reverse_order_and_raises_plain_keyboard_interrupt(tmp_path, mode):
-    script = tmp_path / "tree.py"
+    script = tmp_path / "ackvisor_ctrl_c_probe.py"
     script.write_text(SCRIPT)
     proc = subprocess.Popen(
-        [sys.executable, str(script), mode], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, str(script), mode],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # only our own SIGINT reaches it, not one sent to pytest's group
     )
     try:
         assert proc.stdout.readline().strip() == "tree up"
@@ -173,3 +179,55 @@ def test_ctrl_c_stops_tree_in_reverse_order_and_raises_plain_keyboard_interrupt(
     assert err.rstrip().splitlines()[-1] == "KeyboardInterrupt", err
     assert "ExceptionGroup" not in err and "During handling" not in err and "Cancelled" not in err, err
     assert proc.returncode in (-signal.SIGINT, 130, 1)
+
+
+SLOW_SCRIPT = textwrap.dedent(
+    """
+    import signal
+    import structlog, trio
+    from ackvisor import Actor, ChildSpec, open_node
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    structlog.configure(processors=[lambda *_: (_ for _ in ()).throw(structlog.DropEvent())])
+
+    class W(Actor):
+        async def init(self, id):
+            self.id = id
+
+        async def terminate(self, reason):
+            print(f"terminate begin {self.id}", flush=True)
+            await trio.sleep(30)
+            print(f"terminate end {self.id}", flush=True)
+
+    async def main():
+        async with open_node() as node:
+            await node.start_supervisor([ChildSpec(i, W, i, shutdown=60) for i in "abc"])
+            print("tree up", flush=True)
+            await trio.sleep(60)
+
+    trio.run(main)
+    """
+)
+
+
+def test_APP4_second_ctrl_c_during_orderly_shutdown_kills_the_rest(tmp_path):
+    script = tmp_path / "ackvisor_ctrl_c_twice_probe.py"
+    script.write_text(SLOW_SCRIPT)
+    proc = subprocess.Popen(
+        [sys.executable, str(script)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert proc.stdout.readline().strip() == "tree up"
+        proc.send_signal(signal.SIGINT)
+        assert proc.stdout.readline().strip() == "terminate begin c"  # the orderly stop is under way
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert out == ""  # c's terminate was cut short; b and a were killed without terminate
+    assert err.rstrip().splitlines()[-1] == "KeyboardInterrupt", err
+    assert "ExceptionGroup" not in err, err
