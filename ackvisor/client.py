@@ -542,7 +542,7 @@ class ClientChannel:
         "_client", "topic", "params", "auto_ack", "timeout", "state", "join_ref",
         "join_response", "events", "_inbox", "_inbox_limit", "_lot", "_final",
         "_changed", "_pushes", "_rejoin_tries", "_rejoin_timer", "_join_timer",
-        "_joined_once", "_initial_pending", "resume", "position", "__weakref__",
+        "_joined_once", "_initial_pending", "resume", "position", "_position_join", "__weakref__",
     )
 
     def __init__(
@@ -582,6 +582,9 @@ class ClientChannel:
         self.resume = False
         #: ``(epoch, offset)`` of the last history message handed to ``receive()``
         self.position: tuple[str, int] | None = None
+        # the join_ref under which ``position`` was reached by a message (None: by a join reply
+        # or a snapshot); a second push for the same offset in that join is not a duplicate
+        self._position_join: str | None = None
 
     def __repr__(self) -> str:
         return (f"<ClientChannel topic={self.topic!r} state={self.state} "
@@ -1245,10 +1248,14 @@ class PhoenixClient:
 
         With ``resume`` (the default), messages carrying ``offset``/``epoch``
         are tracked: every rejoin sends ``resume: {epoch, offset}`` so the
-        server replays what was missed, a message at or below the last offset
-        seen is dropped, and a ``snapshot`` payload (or a ``recovered: false``
-        join reply) resets the position. ``receive()`` then sees every offset
-        exactly once, in order, across let-it-crash reconnects.
+        server replays what was missed, a message below the last offset seen
+        (or at it, from an earlier join) is dropped as a duplicate, and a
+        ``snapshot`` payload (or a ``recovered: false`` join reply) sets the
+        position. ``receive()`` then sees every offset exactly once, in order,
+        across let-it-crash reconnects (``channel.events.duplicates``,
+        ``recovered`` and ``not_recovered`` count what happened). The position
+        is tracked when a message is read off the socket, so a message dropped
+        by ``inbox_limit`` is not replayed.
         """
         if self._final is not None or self._finished.is_set():
             raise ClientClosed(self.closes[-1] if self.closes else None)
@@ -1355,7 +1362,10 @@ class PhoenixClient:
                     channel.events.not_recovered += 1
                     epoch, offset = response.get("epoch"), response.get("offset")
                     if isinstance(epoch, str) and type(offset) is int:
+                        # no replay comes: the stream restarts at the server's position (the
+                        # channel's snapshot, if it sends one, is at or after it)
                         channel.position = (epoch, offset)
+                        channel._position_join = None
             channel._joined_once = True
             channel._rejoin_tries = 0
             channel.events.joins += 1
@@ -1613,21 +1623,34 @@ class PhoenixClient:
 
 
 def _fresh_offset(channel: ClientChannel, payload: dict[str, Any]) -> bool:
-    """Track the resume position; False for a history message this channel already delivered."""
+    """Track the resume position; False for a history message this channel already delivered.
+
+    A message is a duplicate when its offset (in the current epoch) is below the position, or
+    equal to it while the position was reached in an earlier join or by a snapshot; several
+    pushes made for one history message in the same join all carry its offset and are kept.
+    A snapshot moves the position forward only (within an epoch), like the server does.
+    """
     snapshot = payload.get("snapshot")
     if type(snapshot) is dict:
         epoch, offset = snapshot.get("epoch"), snapshot.get("offset")
         if isinstance(epoch, str) and type(offset) is int:
-            channel.position = (epoch, offset)
+            position = channel.position
+            if position is None or position[0] != epoch or position[1] < offset:
+                channel.position = (epoch, offset)
+                channel._position_join = None
         return True
     offset = payload.get("offset")
     epoch = payload.get("epoch")
     if type(offset) is not int or not isinstance(epoch, str):
         return True
     position = channel.position
-    if position is not None and position[0] == epoch and offset <= position[1]:
-        return False
+    if position is not None and position[0] == epoch:
+        if offset < position[1]:
+            return False
+        if offset == position[1]:
+            return channel._position_join is not None and channel._position_join == channel.join_ref
     channel.position = (epoch, offset)
+    channel._position_join = channel.join_ref
     return True
 
 

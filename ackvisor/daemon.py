@@ -116,7 +116,14 @@ def endpoint_from_config(config: NodeConfig) -> Endpoint:
 def root_children(config: NodeConfig, endpoint: Endpoint) -> list[ChildSpec]:
     """The root's children in start order: pubsub, the subtrees, the endpoint."""
     return [
-        ChildSpec("pubsub", PubSub, config.pubsub.adapter, name="pubsub"),
+        ChildSpec(
+            "pubsub",
+            PubSub,
+            config.pubsub.adapter,
+            config.pubsub.url,
+            name="pubsub",
+            kwargs=dict(node_id=config.node.name, history_size=config.history.size, history_max_age=config.history.max_age),
+        ),
         *(child_spec_from_config(s) for s in config.subtrees),
         endpoint.child_spec(),
     ]

@@ -51,6 +51,11 @@ Events emitted by the driver (``type`` plus fields)
 ``raw_out``          data (the frame as sent) — only with ``raw=True``
 ``log``              kind, msg, data — phoenix.js logger output, only with ``log=True``
 ``driver_error``     message, [cmd, stack, line] — bad command or exception in the driver
+``reliable_message`` topic, event, payload — a message the reliable helper
+                     (clients/js/reliable.mjs) handed to the application (``reliable_join``
+                     with ``events``): duplicates never show up here
+``reliable_stats``   topic, stats, position, dropped_acks (``reliable_stats`` command)
+``drop_acks``        on, dropped (``drop_acks`` command)
 
 Harness-synthesized events (never sent by the driver): ``stdout_garbage`` (line)
 for a non-JSON stdout line.
@@ -59,7 +64,13 @@ Commands accepted by the driver: ``connect``, ``disconnect`` [code, reason],
 ``join`` topic [params, ack "auto"|"none", timeout_ms], ``leave`` topic,
 ``set_ack`` topic ack, ``set_params`` topic params, ``set_socket_params`` params,
 ``push`` topic event [payload, id, timeout_ms], ``ack`` topic message_id,
-``ping``, ``raw`` data | data_base64, ``state``, ``exit``.
+``ping``, ``raw`` data | data_base64, ``state``, ``exit``,
+``reliable_join`` topic [params, ack "each"|"cumulative", events, quiet, timeout_ms]
+(the channel wrapped by clients/js/reliable.mjs: it acks and resumes by itself;
+``message`` events are emitted unless ``quiet``), ``reliable_stats`` topic,
+``drop_acks`` on (needs ``ack_filter=True``: outbound ``message_ack`` frames are
+lost on the wire), ``terminate`` (abrupt TCP close of the current WebSocket, no
+close frame).
 """
 
 from __future__ import annotations
@@ -157,6 +168,7 @@ class PhoenixJS:
         timeout_ms: int | float | None = None,
         raw: bool = False,
         log: bool = False,
+        ack_filter: bool = False,
         startup_timeout: float = 15,
     ) -> AsyncIterator[PhoenixJS]:
         """Start the driver for phoenix.js ``version`` ("1.8" or "1.7") against ``url``
@@ -189,6 +201,8 @@ class PhoenixJS:
             argv.append("--raw")
         if log:
             argv.append("--log")
+        if ack_filter:
+            argv.append("--ack-filter")
 
         try:
             async with trio.open_nursery() as nursery:
@@ -456,3 +470,41 @@ class PhoenixJS:
     async def state(self, *, timeout: float = 10) -> dict:
         await self.send({"cmd": "state"})
         return await self.expect("state", timeout=timeout)
+
+    # -- the reliable helper (clients/js/reliable.mjs) ---------------------------
+
+    async def reliable_join(
+        self,
+        topic: str,
+        params: dict | None = None,
+        *,
+        ack: str = "each",
+        events: Sequence[str] = (),
+        quiet: bool = False,
+        wait: bool = True,
+        timeout: float = 10,
+    ) -> dict | None:
+        """Join ``topic`` through ``reliableChannel`` (auto-ack, resume, de-dup). Messages of
+        ``events`` handed to the application come back as ``reliable_message`` events; with
+        ``quiet`` the per-message ``message``/``reply`` events are not emitted. With ``wait``
+        returns the ``join_ok`` event."""
+        await self.send(
+            {"cmd": "reliable_join", "topic": topic, "params": params or {}, "ack": ack, "events": list(events), "quiet": quiet}
+        )
+        if wait:
+            return await self.expect("join_ok", topic=topic, timeout=timeout)
+        return None
+
+    async def reliable_stats(self, topic: str, *, timeout: float = 10) -> dict:
+        """The helper's counters and position (a ``reliable_stats`` event)."""
+        await self.send({"cmd": "reliable_stats", "topic": topic})
+        return await self.expect("reliable_stats", topic=topic, timeout=timeout)
+
+    async def drop_acks(self, on: bool, *, timeout: float = 10) -> dict:
+        """Lose (``on``) or stop losing outbound ``message_ack`` frames (needs ``ack_filter=True``)."""
+        await self.send({"cmd": "drop_acks", "on": on})
+        return await self.expect("drop_acks", on=on, timeout=timeout)
+
+    async def terminate(self) -> None:
+        """Drop the current WebSocket's TCP connection abruptly (no close frame)."""
+        await self.send({"cmd": "terminate"})

@@ -148,14 +148,27 @@ class AckTracker:
         )
 
     def ack_upto(self, offset: int, epoch: str | None = None) -> int:
-        """Cumulative ack: forget every awaited message with an offset <= ``offset`` (of ``epoch`` if given)."""
-        done = [
-            p
-            for p in self.awaiting.values()
-            if p.offset is not None and p.offset <= offset and (epoch is None or p.epoch == epoch)
-        ]
+        """Cumulative ack: forget every awaited message with an offset <= ``offset`` (of ``epoch`` if
+        given) and cancel their timers; returns how many.  Messages without an offset (snapshots,
+        plain pushes) keep waiting for their own ``message_id`` ack.
+
+        Pushes are tracked in offset order (per epoch), so the scan stops at the first awaited
+        message of that epoch beyond ``offset``: O(acked + skipped non-offset messages).
+        """
+        done = []
+        for pending in self.awaiting.values():
+            p_offset = pending.offset
+            if p_offset is None:
+                continue
+            if epoch is not None and pending.epoch != epoch:
+                continue
+            if p_offset <= offset:
+                done.append(pending)
+            elif epoch is not None:
+                break
+        awaiting = self.awaiting
         for pending in done:
-            del self.awaiting[pending.message_id]
+            del awaiting[pending.message_id]
             self._forget(pending)
         return len(done)
 

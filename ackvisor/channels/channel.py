@@ -213,6 +213,16 @@ class Channel:
         """
         return await self._server.push_snapshot(event, payload, position)
 
+    async def track(self, key: str, meta: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Record this client's presence under ``key`` on the channel's topic (Phoenix Presence).
+
+        Pushes ``presence_state`` (everyone present, on every node with the
+        Redis adapter) to this client; every change reaches every joined
+        client as ``presence_diff``.  The presence is removed when the channel
+        ends.  Returns the stored meta (with its ``phx_ref``).
+        """
+        return await self._server.track(key, meta)
+
     async def reply(self, to: ReplyRef, status: str, response: dict[str, Any] | None = None) -> None:
         """Send a deferred reply (see :meth:`socket_ref`)."""
         await self._server.reply_to(to, status, response or {})

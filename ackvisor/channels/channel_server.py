@@ -6,18 +6,45 @@ the first push), routes client messages to ``handle_in``, ``message_ack`` to
 its :class:`~ackvisor.channels.acks.AckTracker`, broadcasts to
 ``handle_out``, and exits with ``Error("no_ack_received", ...)`` when an ack
 deadline passes.
+
+Resume (channels with a ``history_topic``)
+------------------------------------------
+Before ``join`` the server subscribes to the history topic, *then* reads the
+topic's position and, if the client sent ``resume: {epoch, offset}``, the
+first batch of the history after that offset (subscribe first, then read: a
+message published in between is both in the mailbox and in the history, and
+the offset de-duplication below drops the second copy).
+
+While it *catches up* the server replays the history in batches of
+``Channel.replay_batch`` messages, each batch a separate turn of the actor
+(so acks, heartbeats and the ack deadlines keep being served), and it stops
+pushing while ``replay_window`` messages (or half ``max_unacked_bytes``)
+await their ack, so a large replay never trips ``too_many_unacked``.  Live
+broadcasts on the history topic that arrive meanwhile are dropped: they are
+in the history and the catch-up reads them from there, in order.  Once a
+read returns nothing new, the channel is live: every later broadcast is
+delivered unless its offset is at or below the last one delivered.  If the
+history can no longer give the next message (trimmed meanwhile, or the
+topic's epoch changed), the channel exits with ``history_lost`` and the
+client's rejoin gets ``recovered: false``.
+
+``history_topic`` may contain ``{topic}``, replaced by the joined topic: with
+``history_topic = "{topic}"`` a ``room:*`` channel resumes from each room's own
+history (publish on the room's topic with :func:`~ackvisor.channels.pubsub.publish`).
 """
 
 from __future__ import annotations
 
+import inspect
 import math
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
 from ..actor import IGNORE, Actor, ActorExit, ActorRef
-from ..exits import Shutdown, reason_fields
+from ..exits import Error, Shutdown, reason_fields
 from .acks import AckTracker, CheckAck
 from .channel import Channel, JoinRefused, ReplyRef, Socket
 from .protocol import Message
@@ -31,6 +58,30 @@ __all__ = ["ChannelServer", "ChannelSettings"]
 log = structlog.get_logger("ackvisor.channels")
 
 _CLOSED = Shutdown("closed")
+
+#: Default history messages replayed per actor turn while catching up.
+REPLAY_BATCH = 256
+#: Default cap on acked replay pushes awaiting their ack (also at most half of ``max_unacked``).
+REPLAY_WINDOW = 512
+
+
+class _CatchUp:
+    """The message a catching-up channel sends itself to replay its next batch."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<catch-up>"
+
+
+_CATCH_UP = _CatchUp()
+
+
+async def _resolved(value: Any) -> Any:
+    """``value``, awaited if the history backend returned an awaitable (an async backend)."""
+    if inspect.isawaitable(value):
+        return await value
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,12 +123,31 @@ class ChannelServer(Actor):
         #: (epoch, offset) of the last history message delivered to this client.
         self.position: tuple[str, int] | None = None
         self._delivering: Broadcast | None = None
+        history_topic = channel_cls.history_topic
+        if history_topic is not None and "{topic}" in history_topic:
+            # one history per joined topic, e.g. ``history_topic = "{topic}"`` for ``room:*``
+            history_topic = history_topic.replace("{topic}", message.topic)
+        self._history_topic: str | None = history_topic
+        #: the epoch being caught up (replayed from the history), None once live
+        self._catchup: str | None = None
+        self._replay: deque[Any] = deque()
+        self._catchup_scheduled = False
+        self._window_blocked = False
+        self._replay_batch = max(1, int(getattr(channel_cls, "replay_batch", REPLAY_BATCH)))
+        window = getattr(channel_cls, "replay_window", REPLAY_WINDOW)
+        if settings.max_unacked != math.inf:
+            window = min(window, max(1, int(settings.max_unacked) // 2))
+        self._replay_window = max(1, int(window))
+        self._replay_window_bytes = settings.max_unacked_bytes / 2
+        #: history messages replayed to this client (counters for statistics)
+        self.replayed = 0
+        self.live_dropped = 0
         channel = channel_cls()
         channel._server = self
         self.channel = channel
         topic, join_ref, ref = message.topic, message.join_ref, message.ref
         params = message.payload if isinstance(message.payload, dict) else {}
-        replay = self._recover(channel_cls.history_topic, params)
+        await self._recover(params)
         try:
             result = await channel.join(topic, params, socket)
         except JoinRefused as e:
@@ -92,32 +162,98 @@ class ChannelServer(Actor):
             response = {**response, "recovered": socket.recovered, "epoch": socket.position.epoch, "offset": socket.position.offset}
         try:
             await transport.reply(join_ref, ref, topic, "ok", response)
-            # Replay before the mailbox is served: nothing live can overtake it.
-            for entry in replay:
-                await self._deliver(Broadcast(entry.topic, entry.event, entry.payload, None, entry.offset, entry.epoch))
         except TransportClosed:
             return IGNORE
+        if self._catchup is not None:
+            # The first batch goes out before the mailbox is served (so before anything the
+            # channel sent itself in join); live messages are dropped until caught up.
+            try:
+                await self._catch_up()
+            except ActorExit as e:
+                if e.reason is _CLOSED:
+                    return IGNORE
+                self.stop(e.reason)  # a crash after a successful join: exit with the reason
+            except Exception as e:
+                self.stop(e)
         return None
 
-    def _recover(self, history_topic: str | None, params: dict[str, Any]) -> list[Any]:
-        """Subscribe first, then read the history: a message published in between is in both, and
-        :meth:`_deliver` drops the second copy by offset."""
-        if history_topic is None:
-            return []
+    async def _recover(self, params: dict[str, Any]) -> None:
+        """Subscribe first, then read the position and the first batch of the history: a message
+        published in between is in both, and :meth:`_deliver` drops the second copy by offset."""
+        topic = self._history_topic
+        if topic is None:
+            return
         history = history_of(self.node)
-        pubsub.subscribe(self.node, history_topic, self.ref)
-        position = history.position(history_topic)
+        pubsub.subscribe(self.node, topic, self.ref)
+        position = await _resolved(history.position(topic))
         self.socket.position = position
         resume = params.get("resume")
         replay = None
         if isinstance(resume, dict):
             epoch, offset = resume.get("epoch"), resume.get("offset")
             if isinstance(epoch, str) and isinstance(offset, int) and not isinstance(offset, bool):
-                replay = history.read_from(history_topic, epoch, offset)
+                replay = await _resolved(history.read_from(topic, epoch, offset, self._replay_batch))
                 if replay is not None:
                     self.position = (epoch, offset)
+                    self._catchup = epoch
+                    self._replay.extend(replay)
         self.socket.recovered = replay is not None
-        return replay or []
+        if replay is None:
+            # A fresh start at the join position: what the join reply tells the client.
+            self.position = (position.epoch, position.offset)
+
+    # ----- catching up
+
+    def _window_full(self) -> bool:
+        tracker = self.tracker
+        return len(tracker.awaiting) >= self._replay_window or tracker.awaiting_bytes >= self._replay_window_bytes
+
+    def _schedule_catch_up(self) -> None:
+        if not self._catchup_scheduled:
+            self._catchup_scheduled = True
+            self.ref.send(_CATCH_UP)
+
+    async def _catch_up(self) -> None:
+        """Replay up to one batch from the history; reschedule, wait for acks, or go live."""
+        self._catchup_scheduled = False
+        budget = self._replay_batch
+        replay = self._replay
+        topic = self._history_topic
+        assert topic is not None
+        while self._catchup is not None:
+            if not replay:
+                position = self.position
+                assert position is not None
+                entries = await _resolved(
+                    history_of(self.node).read_from(topic, position[0], position[1], self._replay_batch)
+                )
+                if entries is None:
+                    socket = self.socket
+                    raise ActorExit(
+                        Error(
+                            "history_lost",
+                            topic=socket.topic,
+                            history_topic=topic,
+                            epoch=position[0],
+                            offset=position[1],
+                            connection=socket.connection_id,
+                            peer=socket.peer,
+                        )
+                    )
+                if not entries:
+                    self._catchup = None  # caught up: from now on the mailbox is the source
+                    return
+                replay.extend(entries)
+            if self._window_full():
+                self._window_blocked = True  # an ack reschedules us
+                return
+            if budget <= 0:
+                self._schedule_catch_up()
+                return
+            entry = replay.popleft()
+            budget -= 1
+            self.replayed += 1
+            await self._deliver(Broadcast(entry.topic, entry.event, entry.payload, None, entry.offset, entry.epoch))
 
     async def _reply_quietly(self, join_ref: str | None, ref: str | None, topic: str, status: str, response: dict) -> None:
         try:
@@ -129,14 +265,16 @@ class ChannelServer(Actor):
 
     async def push(self, event: str, payload: Any, *, ack: bool) -> str | None:
         socket = self.socket
+        source = self._delivering
         if not ack:
+            if source is not None and isinstance(payload, dict):
+                payload = {**payload, "offset": source.offset, "epoch": source.epoch}
             await self._write(self.transport.serializer.encode_push(socket.join_ref, socket.topic, event, payload))
             return None
         if not isinstance(payload, dict):
             raise TypeError("an acked push needs a dict payload (the message_id goes into it)")
         tracker = self.tracker
-        source = self._delivering
-        if source is not None and source.offset is not None:
+        if source is not None:
             pending = tracker.track(event, offset=source.offset, epoch=source.epoch)
             payload = {**payload, "message_id": pending.message_id, "offset": source.offset, "epoch": source.epoch}
         else:
@@ -152,7 +290,14 @@ class ChannelServer(Actor):
 
     async def push_snapshot(self, event: str, payload: dict[str, Any], position: Any) -> str | None:
         epoch, offset = (position.epoch, position.offset) if hasattr(position, "epoch") else position
-        message_id = await self.push(event, {**payload, "snapshot": {"epoch": epoch, "offset": offset}}, ack=True)
+        # A snapshot is not a history message, whatever is being delivered now.
+        delivering, self._delivering = self._delivering, None
+        try:
+            message_id = await self.push(event, {**payload, "snapshot": {"epoch": epoch, "offset": offset}}, ack=True)
+        finally:
+            self._delivering = delivering
+        # Positions only move forward within an epoch: messages after the snapshot's offset that
+        # were already delivered are not delivered again.
         if self.position is None or self.position[0] != epoch or self.position[1] < offset:
             self.position = (epoch, offset)
         return message_id
@@ -160,11 +305,14 @@ class ChannelServer(Actor):
     async def _deliver(self, message: Broadcast) -> None:
         """Hand a broadcast to ``handle_out``, skipping history messages this client already has."""
         offset = message.offset
-        if offset is not None:
-            position = self.position
-            if position is not None and position[0] == message.epoch and offset <= position[1]:
-                return
-            self.position = (message.epoch, offset)  # type: ignore[assignment]
+        if offset is None or message.topic != self._history_topic:
+            # not a history message of this channel: no offset bookkeeping, no offset tagging
+            await self.channel.handle_out(message.event, message.payload, self.socket)
+            return
+        position = self.position
+        if position is not None and position[0] == message.epoch and offset <= position[1]:
+            return
+        self.position = (message.epoch, offset)  # type: ignore[assignment]
         self._delivering = message
         try:
             await self.channel.handle_out(message.event, message.payload, self.socket)
@@ -172,6 +320,9 @@ class ChannelServer(Actor):
             self._delivering = None
 
     async def write_broadcast(self, event: str, payload: Any) -> None:
+        source = self._delivering
+        if source is not None and isinstance(payload, dict):
+            payload = {**payload, "offset": source.offset, "epoch": source.epoch}
         await self._write(self.transport.serializer.encode_broadcast(self.socket.topic, event, payload))
 
     async def _write(self, frame: str | bytes) -> None:
@@ -213,7 +364,12 @@ class ChannelServer(Actor):
                     )
                 )
         elif cls is Broadcast:
+            if self._catchup is not None and message.offset is not None and message.topic == self._history_topic:
+                self.live_dropped += 1  # in the history: the catch-up delivers it, in order
+                return
             await self._deliver(message)
+        elif cls is _CatchUp:
+            await self._catch_up()
         else:
             await self.channel.handle_info(message, self.socket)
 
@@ -248,17 +404,26 @@ class ChannelServer(Actor):
         offset = payload.get("offset")
         if message_id is None and isinstance(offset, int) and not isinstance(offset, bool):
             epoch = payload.get("epoch")
-            acked = self.tracker.ack_upto(offset, epoch if isinstance(epoch, str) else None)
+            if not isinstance(epoch, str):
+                epoch = self.position[0] if self.position is not None else None
+            acked = self.tracker.ack_upto(offset, epoch)
+            self._after_ack()
             if msg.ref is not None:
                 await self._reply(msg, "ok", {"acked": acked})
             return
         if self.tracker.ack(message_id):
+            self._after_ack()
             if msg.ref is not None:
                 await self._reply(msg, "ok", {})
         else:
             log.info("unknown_ack", topic=msg.topic, message_id=repr(message_id)[:80], connection=self.socket.connection_id)
             if msg.ref is not None:  # a reply without a ref reaches nobody
                 await self._reply(msg, "error", {"reason": "unknown message_id"})
+
+    def _after_ack(self) -> None:
+        if self._window_blocked and not self._window_full():
+            self._window_blocked = False
+            self._schedule_catch_up()
 
     async def _reply(self, msg: Message, status: str, response: dict) -> None:
         try:
@@ -273,6 +438,11 @@ class ChannelServer(Actor):
     def statistics_acks(self) -> Any:
         """The ack tracker's counters."""
         return self.tracker.statistics()
+
+    @property
+    def catching_up(self) -> bool:
+        """True while the channel replays the history (live broadcasts are not delivered yet)."""
+        return self._catchup is not None
 
 
 _ = ActorRef

@@ -13,13 +13,16 @@ cannot (trimmed, too old, other epoch) - the caller must then send a fresh
 snapshot (``recovered: false``).
 
 The interface (``append``, ``read_from``, ``position``) is small on purpose:
-a Redis implementation (streams + a Lua publish) provides the same one.
+a Redis implementation (streams + a Lua publish) provides the same one.  The
+channel server awaits ``read_from`` and ``position`` when they return an
+awaitable, and reads the history in batches (``limit``), so an async backend
+(XRANGE with COUNT) plugs in; ``append`` is called synchronously by
+:func:`~ackvisor.channels.pubsub.publish`.
 """
 
 from __future__ import annotations
 
 import secrets
-from collections import deque
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -72,27 +75,38 @@ class History(Protocol):
         """Assign the next offset and store the message."""
         ...
 
-    def read_from(self, topic: str, epoch: str, offset: int) -> list[Entry] | None:
-        """Messages after ``offset`` in ``epoch``, in order, or None if they cannot all be given."""
+    def read_from(self, topic: str, epoch: str, offset: int, limit: int | None = None) -> list[Entry] | None:
+        """Messages after ``offset`` in ``epoch``, in order (at most ``limit`` of them), or None if
+        they cannot all be given.  A backend may return an awaitable of that (the channel awaits it)."""
         ...
 
     def position(self, topic: str) -> Position:
-        """The topic's epoch and newest offset."""
+        """The topic's epoch and newest offset (or an awaitable of it, for an async backend)."""
         ...
 
 
 class _TopicLog:
-    __slots__ = ("epoch", "next_offset", "entries")
+    """One topic's log: a list with a moving head (O(1) append, trim and random access; the list
+    is compacted when the dead prefix grows past half of it)."""
+
+    __slots__ = ("epoch", "next_offset", "items", "head")
 
     def __init__(self) -> None:
         self.epoch = new_epoch()
         self.next_offset = 1
-        self.entries: deque[Entry] = deque()
+        self.items: list[Entry] = []
+        self.head = 0
+
+    def __len__(self) -> int:
+        return len(self.items) - self.head
+
+    def first(self) -> Entry | None:
+        return self.items[self.head] if self.head < len(self.items) else None
 
 
 class MemoryHistory:
-    """The in-memory history: one bounded deque per topic; all methods sync and O(1) amortised
-    (``read_from`` is O(messages returned))."""
+    """The in-memory history: one bounded log per topic; ``append`` and ``position`` are O(1)
+    amortised, ``read_from`` is O(messages returned)."""
 
     def __init__(self, size: int = 10_000, max_age: float = 300.0) -> None:
         if size < 0:
@@ -112,11 +126,20 @@ class MemoryHistory:
         return log
 
     def _trim(self, log: _TopicLog, now: float) -> None:
-        entries = log.entries
+        items = log.items
+        head = log.head
+        end = len(items)
         horizon = now - self.max_age
-        while entries and (len(entries) > self.size or entries[0].at < horizon):
-            entries.popleft()
-            self._trimmed += 1
+        keep = self.size
+        while head < end and (end - head > keep or items[head].at < horizon):
+            items[head] = None  # type: ignore[call-overload]  # drop the reference now
+            head += 1
+        if head != log.head:
+            self._trimmed += head - log.head
+            if head > 64 and head * 2 > end:
+                del items[:head]
+                head = 0
+            log.head = head
 
     def append(self, topic: str, event: str, payload: Any) -> Entry:
         """Assign the next offset and store the message (trimming by size and age)."""
@@ -124,25 +147,26 @@ class MemoryHistory:
         now = trio.current_time()
         entry = Entry(topic, log.epoch, log.next_offset, event, payload, now)
         log.next_offset += 1
-        log.entries.append(entry)
+        log.items.append(entry)
         self._appended += 1
         self._trim(log, now)
         return entry
 
-    def read_from(self, topic: str, epoch: str, offset: int) -> list[Entry] | None:
-        """Messages ``offset+1 ..`` of ``epoch`` in order; None if the history cannot give all of them."""
-        log = self._log(topic)
-        if epoch != log.epoch or offset < 0 or offset >= log.next_offset:
+    def read_from(self, topic: str, epoch: str, offset: int, limit: int | None = None) -> list[Entry] | None:
+        """Messages ``offset+1 ..`` of ``epoch`` in order (the first ``limit`` of them, all if None);
+        None if the history cannot give all of them (other epoch, trimmed, offset beyond the head)."""
+        log = self._topics.get(topic)
+        if log is None or epoch != log.epoch or offset < 0 or offset >= log.next_offset:
             return None
         self._trim(log, trio.current_time())
-        newest = log.next_offset - 1
-        if offset == newest:
+        if offset == log.next_offset - 1:
             return []
-        entries = log.entries
-        if not entries or entries[0].offset > offset + 1:
+        first = log.first()
+        if first is None or first.offset > offset + 1:
             return None  # the gap was trimmed away
-        start = offset + 1 - entries[0].offset
-        return [entries[i] for i in range(start, len(entries))]
+        start = log.head + (offset + 1 - first.offset)
+        stop = len(log.items) if limit is None else min(len(log.items), start + max(0, limit))
+        return log.items[start:stop]
 
     def position(self, topic: str) -> Position:
         """The topic's epoch and newest offset."""
@@ -158,7 +182,7 @@ class MemoryHistory:
         """A frozen snapshot of the counters."""
         return HistoryStatistics(
             topics=len(self._topics),
-            messages=sum(len(t.entries) for t in self._topics.values()),
+            messages=sum(len(t) for t in self._topics.values()),
             appended=self._appended,
             trimmed=self._trimmed,
         )

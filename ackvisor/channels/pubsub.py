@@ -80,8 +80,27 @@ def subscribers(node: Node, topic: str) -> list[ActorRef]:
 
 
 def broadcast(node: Node, topic: str, event: str, payload: Any, *, exclude: ActorRef | None = None) -> int:
-    """Deliver ``Broadcast(topic, event, payload)`` to every subscriber but ``exclude``; returns how many."""
+    """Deliver ``Broadcast(topic, event, payload)`` to every subscriber but ``exclude``; returns how many
+    local subscribers got it (with the Redis adapter it goes to every node through Redis: returns 0)."""
+    broker = getattr(node, "broker", None)
+    if broker is not None:
+        broker.broadcast_nowait(topic, event, payload)
+        return 0
     return _fan_out(node, Broadcast(topic, event, payload, current_actor()), exclude)
+
+
+async def publish_async(node: Node, topic: str, event: str, payload: Any, *, msg_id: str | None = None) -> Any:
+    """:func:`publish` that returns the :class:`~ackvisor.channels.history.Entry` with any adapter.
+
+    With Redis the offset is assigned by Redis (one atomic Lua step: next
+    offset, stream append, publish), idempotent under retries with ``msg_id``;
+    every node, this one included, delivers it from the Redis feed in one
+    order per topic.
+    """
+    broker = getattr(node, "broker", None)
+    if broker is not None:
+        return await broker.publish(topic, event, payload, msg_id=msg_id)
+    return publish(node, topic, event, payload)
 
 
 def publish(node: Node, topic: str, event: str, payload: Any, *, exclude: ActorRef | None = None) -> Any:
@@ -94,6 +113,10 @@ def publish(node: Node, topic: str, event: str, payload: Any, *, exclude: ActorR
     """
     from .history import history_of
 
+    broker = getattr(node, "broker", None)
+    if broker is not None:
+        broker.publish_nowait(topic, event, payload)  # offset assigned by Redis: use publish_async to learn it
+        return None
     entry = history_of(node).append(topic, event, payload)
     _fan_out(node, Broadcast(topic, event, payload, current_actor(), entry.offset, entry.epoch), exclude)
     return entry
@@ -119,12 +142,56 @@ def _require_actor() -> ActorRef:
 
 
 class PubSub(Actor):
-    """The node's pubsub service actor (local adapter). Query with ``call("statistics")``."""
+    """The node's pubsub service actor. Query with ``call("statistics")``.
 
-    async def init(self, adapter: str = "local") -> None:
-        if adapter != "local":
-            raise ValueError(f"pubsub adapter {adapter!r} is not available in this build (only 'local')")
+    ``adapter="local"``: subscriptions and history live in this node.
+    ``adapter="redis"``: it runs a :class:`~ackvisor.brokers.redis.RedisBroker`
+    (publisher, subscriber feed, presence heartbeat/reaper) and a bridge that
+    delivers every publication to this node's subscribers; it sets
+    ``node.broker`` and ``node.history`` so publish, history reads and
+    presence go through Redis.  ``node_id`` must be unique per node (default:
+    the node's name).  Redis being down never crashes this actor: the broker
+    logs once per state change and reconnects by itself.
+    """
+
+    async def init(
+        self,
+        adapter: str = "local",
+        url: str = "redis://127.0.0.1:6379/0",
+        *,
+        node_id: str | None = None,
+        history_size: int = 10_000,
+        history_max_age: float = 300.0,
+        prefix: str = "ax",
+        **broker_options: Any,
+    ) -> None:
         self.adapter = adapter
+        self.broker: Any = None
+        if adapter == "local":
+            return
+        if adapter != "redis":
+            raise ValueError(f"pubsub adapter must be 'local' or 'redis', not {adapter!r}")
+        from ..brokers.redis import RedisBroker
+        from ..brokers.redis_channels import NodeBridge
+
+        broker = RedisBroker(
+            url,
+            node_id=node_id or self.node.name,
+            prefix=prefix,
+            history_size=history_size,
+            history_ttl=history_max_age,
+            **broker_options,
+        )
+        bridge = NodeBridge(self.node, broker)
+        await self._cell.nursery.start(bridge.run)
+        self.broker = broker
+        self.node.broker = broker  # type: ignore[attr-defined]
+        self.node.history = bridge.history  # type: ignore[attr-defined]
+
+    async def terminate(self, reason: Any) -> None:
+        if self.broker is not None and getattr(self.node, "broker", None) is self.broker:
+            self.node.broker = None  # type: ignore[attr-defined]
+            self.node.history = None  # type: ignore[attr-defined]
 
     async def handle_call(self, request: Any, caller: Any) -> Any:
         if request == "statistics":

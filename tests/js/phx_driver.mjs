@@ -7,16 +7,20 @@
 //   node tests/js/phx_driver.mjs --url ws://127.0.0.1:PORT/socket
 //        [--phoenix 1.8|1.7] [--params JSON] [--auth-token TOK]
 //        [--reconnect-ms N[,N...]] [--rejoin-ms N[,N...]]
-//        [--heartbeat-ms N] [--timeout-ms N] [--raw] [--log]
+//        [--heartbeat-ms N] [--timeout-ms N] [--raw] [--log] [--ack-filter]
 //
 // Timing flags map to the Socket options reconnectAfterMs / rejoinAfterMs /
 // heartbeatIntervalMs / timeout; when a flag is absent the option is not passed
-// at all, so phoenix.js uses its own defaults. A comma-separated list is a
+// at all, so phoenix.js uses its own defaults. --ack-filter installs a transport
+// subclass that can lose outbound message_ack frames (`drop_acks` command). A comma-separated list is a
 // schedule indexed by `tries` (the last value repeats).
 //
 // Protocol with the test process: stdin takes one JSON command per line, stdout
 // emits one JSON event per line (see tests/phoenix_js.py for the full list).
 // Nothing else is ever written to stdout; diagnostics go to stderr.
+//
+// `reliable_join` wraps the channel with clients/js/reliable.mjs (ackvisor's
+// resume helper) instead of the driver's own ack logic.
 
 import { createRequire } from "node:module";
 import { readFileSync } from "node:fs";
@@ -115,6 +119,7 @@ try {
       "timeout-ms": { type: "string" },
       raw: { type: "boolean", default: false },
       log: { type: "boolean", default: false },
+      "ack-filter": { type: "boolean", default: false },
     },
     strict: true,
     allowPositionals: false,
@@ -141,6 +146,7 @@ try {
     timeoutMs: parseNumber("--timeout-ms", values["timeout-ms"]),
     raw: values.raw,
     log: values.log,
+    ackFilter: values["ack-filter"],
   };
 } catch (err) {
   driverError(`bad arguments: ${err.message}`);
@@ -154,6 +160,7 @@ const PACKAGE = args.phoenix === "1.7" ? "phoenix17" : "phoenix";
 const require = createRequire(import.meta.url);
 const { Socket } = await import(PACKAGE);
 const { WebSocket } = await import("ws");
+const { reliableChannel } = await import("../../clients/js/reliable.mjs");
 
 // <pkg>/priv/static/phoenix.cjs.js -> <pkg>/package.json ("./package.json" is
 // not in the package's export map, so resolve the entry point and walk up).
@@ -173,9 +180,25 @@ class TracingWebSocket extends WebSocket {
   }
 }
 
+// `drop_acks` makes the network lose every outbound message_ack frame (the
+// client believes it acked), so the server's ack deadline passes. Only when
+// that command is used is this subclass installed (see `transportClass`).
+let dropAcks = false;
+let droppedAcks = 0;
+class AckDroppingWebSocket extends WebSocket {
+  send(data, ...rest) {
+    if (dropAcks && typeof data === "string" && data.includes('"message_ack"')) {
+      droppedAcks += 1;
+      return undefined;
+    }
+    if (args.raw) emit({ type: "raw_out", data: typeof data === "string" ? data : Buffer.from(data) });
+    return super.send(data, ...rest);
+  }
+}
+
 let socketParams = args.params;
 const socketOpts = {
-  transport: args.raw ? TracingWebSocket : WebSocket,
+  transport: args.ackFilter ? AckDroppingWebSocket : args.raw ? TracingWebSocket : WebSocket,
   // a function: phoenix.js re-evaluates it on every (re)connect
   params: () => socketParams,
 };
@@ -291,6 +314,43 @@ function join(cmd) {
     .receive("timeout", () => emit({ type: "join_timeout", topic: channel.topic, join_ref: channel.joinRef() }));
 }
 
+function reliableJoin(cmd) {
+  if (typeof cmd.topic !== "string") throw new Error('reliable_join: "topic" must be a string');
+  const entry = { params: cmd.params || {}, ack: "none", channel: null, reliable: null };
+  const rc = reliableChannel(socket, cmd.topic, { params: () => entry.params, ack: cmd.ack || "each" });
+  const channel = rc.channel;
+  entry.channel = channel;
+  entry.reliable = rc;
+  channels.set(cmd.topic, entry);
+  // what phoenix.js actually sends on each (re)join (the helper adds `resume`)
+  const payloadFn = channel.joinPush.payload;
+  channel.joinPush.payload = () => {
+    const params = payloadFn();
+    emit({ type: "join_attempt", topic: channel.topic, join_ref: channel.joinRef(), params });
+    return params;
+  };
+  const helperOnMessage = channel.onMessage;
+  channel.onMessage = (event, payload, ref, joinRef) => {
+    const handled = helperOnMessage(event, payload, ref, joinRef);
+    try {
+      if (!cmd.quiet || event === "phx_error" || event === "phx_close") onChannelMessage(entry, event, handled, ref, joinRef);
+    } catch (err) {
+      driverError(`error while handling ${event} on ${channel.topic}`, errorFields(err));
+    }
+    return handled;
+  };
+  for (const event of cmd.events || []) {
+    rc.on(event, (payload) => emit({ type: "reliable_message", topic: channel.topic, event, payload }));
+  }
+  const joinPush = cmd.timeout_ms === undefined ? rc.join() : rc.join(cmd.timeout_ms);
+  joinPush
+    .receive("ok", (response) => emit({ type: "join_ok", topic: channel.topic, join_ref: channel.joinRef(), response }))
+    .receive("error", (response) =>
+      emit({ type: "join_error", topic: channel.topic, join_ref: channel.joinRef(), response }),
+    )
+    .receive("timeout", () => emit({ type: "join_timeout", topic: channel.topic, join_ref: channel.joinRef() }));
+}
+
 function onChannelMessage(entry, event, payload, ref, joinRef) {
   const { channel } = entry;
   const topic = channel.topic;
@@ -396,6 +456,31 @@ const commands = {
   ack(cmd) {
     if (cmd.message_id === undefined) throw new Error('ack: "message_id" is required');
     sendAck(entryFor(cmd), cmd.message_id, "manual");
+  },
+  reliable_join: reliableJoin,
+  reliable_stats(cmd) {
+    const entry = entryFor(cmd);
+    if (!entry.reliable) throw new Error(`reliable_stats: ${cmd.topic} was not joined with reliable_join`);
+    emit({
+      type: "reliable_stats",
+      topic: cmd.topic,
+      stats: { ...entry.reliable.stats },
+      position: entry.reliable.position(),
+      dropped_acks: droppedAcks,
+    });
+  },
+  drop_acks(cmd) {
+    if (socketOpts.transport !== AckDroppingWebSocket) {
+      throw new Error("drop_acks needs the driver started with --ack-filter");
+    }
+    dropAcks = Boolean(cmd.on);
+    emit({ type: "drop_acks", on: dropAcks, dropped: droppedAcks });
+  },
+  terminate() {
+    // An abrupt TCP drop: destroy the socket, no close frame (the server sees EOF / reset).
+    const conn = socket.conn;
+    if (!conn || conn.readyState !== WebSocket.OPEN) throw new Error("terminate: socket is not open");
+    conn.terminate();
   },
   ping() {
     const pushed = socket.ping((rtt) => emit({ type: "pong", rtt }));
