@@ -48,7 +48,7 @@ from ..exits import Error, Shutdown, reason_fields
 from .acks import AckTracker, CheckAck
 from .channel import Channel, JoinRefused, ReplyRef, Socket
 from .protocol import Message
-from . import pubsub
+from . import presence, pubsub
 from .history import history_of
 from .pubsub import Broadcast
 from .transport import Transport, TransportClosed
@@ -142,6 +142,8 @@ class ChannelServer(Actor):
         #: history messages replayed to this client (counters for statistics)
         self.replayed = 0
         self.live_dropped = 0
+        #: presences this channel tracks: (key, conn_id), untracked when it ends
+        self._tracked: list[tuple[str, str]] = []
         channel = channel_cls()
         channel._server = self
         self.channel = channel
@@ -312,7 +314,25 @@ class ChannelServer(Actor):
         position = self.position
         if position is not None and position[0] == message.epoch and offset <= position[1]:
             return
+        if position is not None and (position[0] != message.epoch or offset != position[1] + 1):
+            # The topic's history broke under this client (epoch changed, e.g. Redis lost it,
+            # or messages went missing): exit so its rejoin gets recovered:false and a snapshot.
+            raise ActorExit(
+                Error(
+                    "history_lost",
+                    topic=self.socket.topic,
+                    history_topic=message.topic,
+                    expected_epoch=position[0],
+                    expected_offset=position[1] + 1,
+                    got_epoch=message.epoch,
+                    got_offset=offset,
+                    connection=self.socket.connection_id,
+                    peer=self.socket.peer,
+                )
+            )
         self.position = (message.epoch, offset)  # type: ignore[assignment]
+        if message.exclude is self.ref:
+            return  # broadcast_from: this channel's own message, not echoed back
         self._delivering = message
         try:
             await self.channel.handle_out(message.event, message.payload, self.socket)
@@ -433,7 +453,26 @@ class ChannelServer(Actor):
 
     async def terminate(self, reason: Any) -> None:
         self.tracker.cancel_all()
-        await self.channel.terminate(reason, self.socket)
+        try:
+            await self.channel.terminate(reason, self.socket)
+        finally:
+            for key, conn_id in self._tracked:
+                await presence.untrack(self.node, self.socket.topic, key, conn_id)
+
+    async def track(self, key: str, meta: dict[str, Any] | None) -> dict[str, Any]:
+        socket = self.socket
+        topic = socket.topic
+        pubsub.subscribe(self.node, topic, self.ref)  # presence_diff arrives as a broadcast on the topic
+        if getattr(self.node, "broker", None) is not None:
+            # With Redis, make sure this node's subscription to the topic is acknowledged
+            # before announcing ourselves, so no presence_diff is missed.
+            await _resolved(history_of(self.node).position(topic))
+        conn_id = f"{self.node.name}:{socket.connection_id}"
+        stored = await presence.track(self.node, topic, key, conn_id, meta)
+        if (key, conn_id) not in self._tracked:
+            self._tracked.append((key, conn_id))
+        await self.push("presence_state", await presence.list_presences(self.node, topic), ack=False)
+        return stored
 
     def statistics_acks(self) -> Any:
         """The ack tracker's counters."""

@@ -34,6 +34,9 @@ class Broadcast:
     sender: ActorRef | None = None
     offset: int | None = None
     epoch: str | None = None
+    #: a history message's excluded subscriber (``publish(..., exclude=)``): it still gets the
+    #: message, to keep its offsets contiguous, but does not push it
+    exclude: ActorRef | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +121,7 @@ def publish(node: Node, topic: str, event: str, payload: Any, *, exclude: ActorR
         broker.publish_nowait(topic, event, payload)  # offset assigned by Redis: use publish_async to learn it
         return None
     entry = history_of(node).append(topic, event, payload)
-    _fan_out(node, Broadcast(topic, event, payload, current_actor(), entry.offset, entry.epoch), exclude)
+    _fan_out(node, Broadcast(topic, event, payload, current_actor(), entry.offset, entry.epoch, exclude), None)
     return entry
 
 

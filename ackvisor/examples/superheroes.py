@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from ..actor import Actor, Caller
@@ -43,19 +44,24 @@ class SuperheroStore(Actor):
         if request == "snapshot":
             # The list and the topic position it corresponds to, taken atomically:
             # a client applying changes after this offset ends in the same state.
-            return [dict(h) for h in self.superheroes], history_of(self.node).position(TOPIC)
+            # (With the in-memory history this is one synchronous step; with Redis the
+            # position is read from Redis while this actor handles nothing else.)
+            position = history_of(self.node).position(TOPIC)
+            if inspect.isawaitable(position):
+                position = await position
+            return [dict(h) for h in self.superheroes], position
         if isinstance(request, tuple) and request and request[0] == "add":
             hero = dict(request[1])
             hero.setdefault("id", max((h["id"] for h in self.superheroes), default=0) + 1)
             self.superheroes.append(hero)
-            pubsub.publish(self.node, TOPIC, "superhero_added", {"superhero": hero})
+            await pubsub.publish_async(self.node, TOPIC, "superhero_added", {"superhero": hero})
             return hero
         if isinstance(request, tuple) and request and request[0] == "remove":
             before = len(self.superheroes)
             self.superheroes = [h for h in self.superheroes if h["id"] != request[1]]
             removed = len(self.superheroes) != before
             if removed:
-                pubsub.publish(self.node, TOPIC, "superhero_removed", {"id": request[1]})
+                await pubsub.publish_async(self.node, TOPIC, "superhero_removed", {"id": request[1]})
             return removed
         raise ValueError(f"unknown request {request!r}")
 
