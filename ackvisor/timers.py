@@ -35,7 +35,7 @@ _PENDING, _FIRED, _CANCELLED = 0, 1, 2
 class TimerRef:
     """Handle of one armed timer. ``cancel`` is sync and never blocks."""
 
-    __slots__ = ("deadline", "_seq", "_deliver", "_state", "_service", "_owner", "__weakref__")
+    __slots__ = ("deadline", "fired_at", "_seq", "_deliver", "_state", "_service", "_owner", "__weakref__")
 
     def __init__(
         self,
@@ -46,6 +46,8 @@ class TimerRef:
         owner: "set[TimerRef] | None" = None,
     ) -> None:
         self.deadline = deadline
+        #: when the timer task fired it (None until then): how late it ran, under load
+        self.fired_at: float | None = None
         self._seq = seq
         self._deliver = deliver
         self._state = _PENDING
@@ -166,6 +168,7 @@ class TimerService:
                 tref = heapq.heappop(heap)
                 if tref._state == _PENDING:
                     tref._state = _FIRED
+                    tref.fired_at = now
                     owner = tref._owner
                     if owner is not None:
                         tref._owner = None

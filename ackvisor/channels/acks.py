@@ -203,7 +203,13 @@ class AckTracker:
 
     def no_ack_reason(self, pending: PendingAck, **context: Any) -> Error:
         """The exit reason for an expired ack, with the report's keys."""
-        waited = trio.current_time() - (pending.sent_at if pending.sent_at is not None else pending.queued_at)
+        # Detection is the moment the deadline timer fired (the ack was not in by then: an ack
+        # queued before it would have been handled first); handling it may come later under load.
+        now = trio.current_time()
+        timer = pending.timer
+        detected = timer.fired_at if timer is not None and timer.fired_at is not None else now
+        waited = detected - (pending.sent_at if pending.sent_at is not None else pending.queued_at)
+        context.setdefault("handled_ms_after_detection", round((now - detected) * 1000, 1))
         if pending.offset is not None:
             context.setdefault("offset", pending.offset)
         return Error(
