@@ -76,7 +76,7 @@ class Cluster:
 
 
 @asynccontextmanager
-async def cluster(*names: str, ack_timeout: float = 0.3) -> AsyncIterator[Cluster]:
+async def cluster(*names: str, ack_timeout: float = 0.3, url: str = REDIS_URL) -> AsyncIterator[Cluster]:
     c = Cluster(f"axt{secrets.token_hex(4)}")
 
     async def run_node(name: str, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
@@ -88,7 +88,7 @@ async def cluster(*names: str, ack_timeout: float = 0.3) -> AsyncIterator[Cluste
                         "pubsub",
                         PubSub,
                         "redis",
-                        REDIS_URL,
+                        url,
                         name="pubsub",
                         kwargs=dict(node_id=name, prefix=c.prefix, heartbeat=0.2, node_timeout=0.8),
                     ),
@@ -107,13 +107,13 @@ async def cluster(*names: str, ack_timeout: float = 0.3) -> AsyncIterator[Cluste
             yield c
             nursery.cancel_scope.cancel()
     finally:
-        await _flush(c.prefix)
+        await _flush(c.prefix, url)
 
 
-async def _flush(prefix: str) -> None:
+async def _flush(prefix: str, url: str = REDIS_URL) -> None:
     import coredis
 
-    async with coredis.Redis.from_url(REDIS_URL) as client:
+    async with coredis.Redis.from_url(url) as client:
         keys = [k async for k in client.scan_iter(match=f"{prefix}:*")]
         if keys:
             await client.delete(keys)
@@ -198,3 +198,43 @@ async def test_presence_spans_nodes_and_a_dead_node_is_reaped() -> None:
             assert diff["leaves"]["bob"]["metas"][0]["node"] == "b"
             listed = await c.broker("a").presence_list("room:p")
             assert set(listed) == {"alice"}
+
+
+async def test_redis_restarted_mid_stream_resuming_clients_lose_nothing(tmp_path: Any) -> None:
+    """A (persistent) Redis is killed and restarted while node A publishes and a client on node B
+    receives: publishes retried with their idempotency key are applied once, B's feed fills the
+    gap from the stream, and the client sees every offset exactly once, in order."""
+    from test_redis_broker import REDIS_SERVER, PrivateRedis
+
+    from ackvisor.brokers.redis import BrokerError, BrokerUnavailable
+
+    if REDIS_SERVER is None:
+        pytest.skip("redis-server is not installed")
+    redis = PrivateRedis()
+    redis.start()
+    try:
+        async with cluster("a", "b", url=redis.url) as c:
+            async with PhoenixClient.open(c.url("b")) as cb:
+                chan = await cb.join("room:r")
+
+                async def publisher() -> None:
+                    for i in range(300):
+                        while True:
+                            try:
+                                await pubsub.publish_async(c.nodes["a"], "room:r", "shout", {"n": i}, msg_id=f"m{i}")
+                                break
+                            except (BrokerUnavailable, BrokerError):
+                                await trio.sleep(0.02)
+                        if i == 100:
+                            redis.kill()
+                            await trio.sleep(0.3)
+                            await trio.to_thread.run_sync(redis.start)
+
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(publisher)
+                    with trio.fail_after(30):
+                        seen = await _receive_offsets(chan, 300)
+        assert [o for o, _ in seen] == list(range(1, 301))
+        assert [n for _, n in seen] == list(range(300))
+    finally:
+        redis.close()
