@@ -51,7 +51,7 @@ class Mailbox:
     Implementation: a list with a moving head (amortised O(1), about 60 bytes
     when empty, where a ``deque`` or a memory channel costs 700+) plus the
     parked receiver task, woken with ``trio.lowlevel.reschedule``.  The actor
-    loop inlines :meth:`get` (see ``actor._Cell._serve``).
+    loop inlines :meth:`get` (see ``process._Cell._serve``).
     """
 
     __slots__ = (
