@@ -244,18 +244,7 @@ class PhoenixClient(_ConnectionLoop):
     @classmethod
     @asynccontextmanager
     async def open(
-        cls,
-        url: str,
-        *,
-        params: Params = None,
-        auto_ack: bool = True,
-        reconnect: bool = True,
-        reconnect_after: Callable[[int], float] = default_backoff,
-        rejoin_after: Callable[[int], float] = default_rejoin_after,
-        heartbeat_interval: float | None = 30.0,
-        connect_timeout: float = 10.0,
-        wait_connected: bool = True,
-        **options: Any,
+        cls, url: str, *, wait_connected: bool = True, **options: Any
     ) -> AsyncIterator["PhoenixClient"]:
         """Run a client for the duration of the ``async with`` block.
 
@@ -263,20 +252,14 @@ class PhoenixClient(_ConnectionLoop):
         ``wait_connected=True`` (default) the block starts once the first
         connection is open: with ``reconnect=True`` it keeps retrying on the
         backoff (bound it with ``trio.fail_after`` if needed), with
-        ``reconnect=False`` a failure raises :class:`ConnectError`. Extra
-        keyword options: ``disconnect_timeout``, ``auth_token``,
-        ``extra_headers``, ``max_message_size``, ``message_queue_size``,
-        ``inbox_limit`` (see :class:`PhoenixClient`).
+        ``reconnect=False`` a failure raises :class:`ConnectError`. Every other
+        keyword option (``params``, ``auto_ack``, ``reconnect``,
+        ``heartbeat_interval``, ...) is the constructor's (see :class:`PhoenixClient`).
 
         Leaving the block closes the socket with 1000, cancels every
         background task and makes pending calls raise :class:`ClientClosed`.
         """
-        client = cls(
-            url, params=params, auto_ack=auto_ack, reconnect=reconnect,
-            reconnect_after=reconnect_after, rejoin_after=rejoin_after,
-            heartbeat_interval=heartbeat_interval, connect_timeout=connect_timeout,
-            **options,
-        )
+        client = cls(url, **options)
         try:
             async with trio.open_nursery() as nursery:
                 client._nursery = nursery
