@@ -59,12 +59,9 @@ a half-written frame on the socket.
 
 from __future__ import annotations
 
-import heapq
 import itertools
-import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import trio
@@ -80,11 +77,12 @@ from .client_channel import (  # noqa: F401
     CLOSED, ERRORED, JOINED, JOINING, LEAVING, ChannelEvents, ClientChannel, _fresh_offset,
 )
 from .client_connection import _ACK_REF_CAP, HEARTBEAT_TIMEOUT_REASON  # noqa: F401
+from .client_statistics import ClientStatistics
 from .client_errors import (  # noqa: F401
     ChannelClosed, ClientClosed, CloseInfo, ConnectError, JoinError, JoinTimeout, NotConnected,
     PhoenixClientError, PushInterrupted, PushTimeout, _fresh,
 )
-from .client_pending import _K_HEARTBEAT, _K_JOIN, _K_LEAVE, _K_PUSH, _Pending, _Timer  # noqa: F401
+from .client_pending import _K_HEARTBEAT, _K_JOIN, _K_LEAVE, _K_PUSH, _Pending, _Timer, _TimerQueue  # noqa: F401
 from .client_wire import (  # noqa: F401
     _PHX_CLOSE, _PHX_ERROR, _PHX_REPLY, VSN, Params, _append_params, _bad_binary, _bearer_protocol,
     _bfield, _encode_component, _eval_params, _js_string, decode_server_frame,
@@ -116,43 +114,11 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class ClientStatistics:
-    """Snapshot returned by :meth:`PhoenixClient.statistics`."""
-
-    connects: int
-    reconnects: int
-    connect_errors: int
-    closes: int
-    connected: bool
-    frames_in: int
-    frames_out: int
-    messages_in: int
-    decode_errors: int
-    stale_dropped: int
-    unrouted: int
-    acks_sent: int
-    ack_errors: int
-    heartbeats_sent: int
-    heartbeat_timeouts: int
-    joins: int
-    join_errors: int
-    channel_errors: int
-    channel_closes: int
-    channels: int
-    pending_replies: int
-    last_heartbeat_rtt: float | None
-
-
-# --------------------------------------------------------------------------
-# URL and binary frames
-
-
 # --------------------------------------------------------------------------
 # Client
 
 
-class PhoenixClient(_ConnectionLoop):
+class PhoenixClient(_ConnectionLoop, _TimerQueue):
     """One Phoenix socket (one WebSocket at a time, reconnecting).
 
     Use :meth:`open`; the constructor only stores options. All public methods
@@ -438,33 +404,6 @@ class PhoenixClient(_ConnectionLoop):
             if self._finished.is_set():
                 raise ClientClosed(self.closes[-1] if self.closes else None)
             await self._changed.wait()
-
-    # ---- timers ------------------------------------------------------------
-
-    def _call_later(self, delay: float, fn: Callable[..., Awaitable[None]], *args: Any) -> _Timer:
-        deadline = trio.current_time() + max(0.0, delay)
-        timer = _Timer(deadline, fn, args)
-        heap = self._timers
-        if not heap or deadline < heap[0][0]:
-            self._timer_wakeup.set()
-        heapq.heappush(heap, (deadline, next(self._timer_seq), timer))
-        return timer
-
-    async def _timer_loop(self) -> None:
-        heap = self._timers
-        while True:
-            now = trio.current_time()
-            while heap and heap[0][0] <= now:
-                _, _, timer = heapq.heappop(heap)
-                if timer.active:
-                    timer.active = False
-                    await timer.fn(*timer.args)
-                now = trio.current_time()
-            if self._timer_wakeup.is_set():
-                self._timer_wakeup = trio.Event()
-            wakeup = self._timer_wakeup
-            with trio.move_on_at(heap[0][0] if heap else math.inf):
-                await wakeup.wait()
 
     # ---- sending -----------------------------------------------------------
 

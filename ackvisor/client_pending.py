@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import heapq
+import math
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -56,3 +58,40 @@ class _Timer:
 
     def cancel(self) -> None:
         self.active = False
+
+
+class _TimerQueue:
+    """The client's own timers (rejoin, join timeout, reconnect): one heap and one task.
+
+    The host class initialises ``_timers`` (a heap list), ``_timer_seq``
+    (an ``itertools.count``) and ``_timer_wakeup`` (a ``trio.Event``).
+    """
+
+    _timers: list[tuple[float, int, _Timer]]
+    _timer_seq: Any
+    _timer_wakeup: trio.Event
+
+    def _call_later(self, delay: float, fn: Callable[..., Awaitable[None]], *args: Any) -> _Timer:
+        deadline = trio.current_time() + max(0.0, delay)
+        timer = _Timer(deadline, fn, args)
+        heap = self._timers
+        if not heap or deadline < heap[0][0]:
+            self._timer_wakeup.set()
+        heapq.heappush(heap, (deadline, next(self._timer_seq), timer))
+        return timer
+
+    async def _timer_loop(self) -> None:
+        heap = self._timers
+        while True:
+            now = trio.current_time()
+            while heap and heap[0][0] <= now:
+                _, _, timer = heapq.heappop(heap)
+                if timer.active:
+                    timer.active = False
+                    await timer.fn(*timer.args)
+                now = trio.current_time()
+            if self._timer_wakeup.is_set():
+                self._timer_wakeup = trio.Event()
+            wakeup = self._timer_wakeup
+            with trio.move_on_at(heap[0][0] if heap else math.inf):
+                await wakeup.wait()
