@@ -9,7 +9,9 @@ import trio
 import trio.testing
 from structlog.testing import capture_logs
 
-from ackvisor import Actor, CalleeExited, Error, Mailbox
+from ackvisor import KILL, KILLED, Actor, CalleeExited, Error, Mailbox
+from ackvisor.process import FAIR_BURST
+from ackvisor.testing import wait_exit
 
 
 class Slow(Actor):
@@ -139,3 +141,52 @@ async def test_mailbox_get_is_a_checkpoint_even_when_not_empty():
             await box.get()
     assert box.depth == 1
     assert await box.get() == 1
+
+
+class SelfSender(Actor):
+    """Sends itself ``n`` messages from one handler that never awaits; records each one."""
+
+    async def init(self):
+        self.handled = []
+
+    async def handle_info(self, message):
+        self.handled.append(message)
+        if message == "burst":
+            for i in range(200):
+                self.ref.send(i)
+        elif message == "die":
+            self.ref.exit(KILL)
+
+
+async def test_actor_loop_takes_a_burst_but_yields_to_others_every_fair_burst_messages(node):
+    """A self-sent burst is handled without a scheduler round trip per message, yet another
+    task still runs at least once every FAIR_BURST messages (OTP_SEMANTICS 9.8 item 7)."""
+    ref = await node.spawn(SelfSender)
+    actor = ref._cell.actor
+    progress = []  # len(actor.handled) each time the other task got to run
+
+    async def other():
+        while len(actor.handled) < 201:
+            progress.append(len(actor.handled))
+            await trio.lowlevel.checkpoint()
+
+    async with trio.open_nursery() as nursery:
+        ref.send("burst")
+        nursery.start_soon(other)
+    steps = [b - a for a, b in zip(progress, progress[1:])]
+    # Each scheduler batch runs both tasks once, in an order Trio randomises: between two
+    # runs of `other` the actor ran at most two bursts.
+    assert max(steps) <= 2 * FAIR_BURST
+    assert len(progress) < 201  # not one scheduler round trip per message
+
+
+async def test_actor_loop_is_a_cancel_point_between_queued_messages(node):
+    """Killed by its own handler: the messages queued behind are never handled, even though
+    taking a queued message is not a schedule point."""
+    ref = await node.spawn(SelfSender)
+    actor = ref._cell.actor
+    for message in ("a", "die", "b", "c"):
+        ref.send(message)
+    await wait_exit(ref)
+    assert actor.handled == ["a", "die"]
+    assert ref.exit_reason is KILLED

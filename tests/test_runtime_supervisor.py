@@ -749,7 +749,8 @@ async def test_S23_restart_and_delete_child_refused_while_restarting(node, autoj
         n.start_soon(request, "restart_child")  # queued before the retry message
         await trio.testing.wait_all_tasks_blocked()
         n.start_soon(request, "delete_child")
-    assert results == [("restart_child", "restarting"), ("delete_child", "restarting")]
+    # Both refused; the order the two callers resume in is the scheduler's, not a guarantee.
+    assert sorted(results) == [("delete_child", "restarting"), ("restart_child", "restarting")]
     await trio.testing.wait_all_tasks_blocked()
     assert sup.which_children()[0].state == "running" and len(attempts) == 3
 
