@@ -12,10 +12,12 @@ from ackvisor.channels.connection import origin_allowed
 
 
 class Recorder(Actor):
-    """Records every CheckAck it handles with the (virtual) time; ``call("block")`` keeps it busy."""
+    """Owns an AckTracker the way a channel does: each CheckAck goes to ``tracker.expired`` and
+    the (virtual) time and outcome are recorded; ``call("block")`` keeps it busy."""
 
-    async def init(self) -> None:
-        self.handled: list[tuple[str, float]] = []
+    async def init(self, ack_timeout: float) -> None:
+        self.tracker = AckTracker(self.ref, ack_timeout)
+        self.handled: list[tuple[str, float, object]] = []
         self.changed = trio.Event()
         self.release = trio.Event()
 
@@ -29,32 +31,39 @@ class Recorder(Actor):
 
     async def handle_info(self, message) -> None:
         if isinstance(message, CheckAck):
-            self.handled.append((message.message_id, trio.current_time()))
+            expired = self.tracker.expired(message)
+            self.handled.append((message.message_id, trio.current_time(), expired))
             self.changed.set()
 
+    async def next_check(self) -> tuple[str, float, object]:
+        """Wait for the next CheckAck to be handled and return its record."""
+        seen = len(self.handled)
+        while len(self.handled) == seen:
+            self.changed = trio.Event()
+            await self.changed.wait()
+        return self.handled[-1]
 
-async def _recorder(node) -> tuple[object, Recorder]:
-    ref = await node.spawn(Recorder)
-    return ref, ref._cell.actor
+
+async def _recorder(node, ack_timeout: float = 1.0) -> tuple[object, Recorder, AckTracker]:
+    ref = await node.spawn(Recorder, ack_timeout)
+    rec = ref._cell.actor
+    return ref, rec, rec.tracker
 
 
 async def test_check_ack_fires_exactly_ack_timeout_after_written_not_after_track(autojump_clock):
     async with open_node() as node:
-        ref, rec = await _recorder(node)
-        tracker = AckTracker(ref, 5.0)
+        ref, rec, tracker = await _recorder(node, 5.0)
         t_track = trio.current_time()
         pending = tracker.track("hydrate")
-        assert pending.timer is None and pending.sent_at is None
+        assert pending.deadline is None and pending.sent_at is None
         await trio.sleep(3.0)  # our own queueing: must not count against the client
         tracker.written(pending)
         t_written = trio.current_time()
-        assert pending.sent_at == t_written and pending.timer is not None
-        await rec.changed.wait()
-        [(message_id, fired_at)] = rec.handled
-        assert message_id == pending.message_id
+        assert pending.sent_at == t_written and pending.deadline == t_written + 5.0
+        message_id, fired_at, expired = await rec.next_check()
+        assert message_id == pending.message_id and expired is pending
         assert fired_at == pytest.approx(t_written + 5.0)
         assert fired_at - t_track == pytest.approx(8.0)
-        assert tracker.expired(CheckAck(message_id)) is pending
         reason = tracker.no_ack_reason(pending, topic="t:1")
         assert isinstance(reason, Error) and reason.name == "no_ack_received"
         assert reason.details["message_id"] == message_id
@@ -63,56 +72,83 @@ async def test_check_ack_fires_exactly_ack_timeout_after_written_not_after_track
         assert tracker.statistics().expired == 1
 
 
-async def test_ack_cancels_the_timer_and_check_ack_is_never_handled(autojump_clock):
+async def test_acked_message_never_expires_and_the_timer_is_not_rearmed_for_nothing(autojump_clock):
     async with open_node() as node:
-        ref, rec = await _recorder(node)
-        tracker = AckTracker(ref, 1.0)
+        ref, rec, tracker = await _recorder(node)
         pending = tracker.track("hydrate")
         tracker.written(pending)
         await trio.sleep(0.5)
         assert tracker.ack(pending.message_id) is True
         assert tracker.awaiting == {}
         await trio.sleep(10)
-        assert rec.handled == []
-        assert tracker.expired(CheckAck(pending.message_id)) is None
+        # The timer armed for it still fires once (acks do not cancel it), finds nothing.
+        assert [(m, t, e) for m, t, e in rec.handled] == [(pending.message_id, pytest.approx(1.0), None)]
+        assert node.timers.pending_count == 0
         stats = tracker.statistics()
         assert (stats.awaiting, stats.tracked, stats.acked, stats.expired) == (0, 1, 1, 0)
 
 
+async def test_one_timer_serves_many_pushes_each_checked_at_its_own_deadline(autojump_clock):
+    async with open_node() as node:
+        ref, rec, tracker = await _recorder(node, 1.0)
+        t0 = trio.current_time()
+        first = tracker.track("a")
+        tracker.written(first)  # deadline t0+1.0
+        pendings = []
+        for _ in range(100):
+            await trio.sleep(0.001)
+            p = tracker.track("b")
+            tracker.written(p)
+            pendings.append(p)
+        assert node.timers.pending_count == 1  # one armed timer, not 101
+        await trio.sleep(0.5 - 0.1)  # t0 + 0.5
+        second = tracker.track("c")
+        tracker.written(second)  # deadline t0+1.5
+        assert tracker.ack(first.message_id)
+        for p in pendings:
+            assert tracker.ack(p.message_id)
+        # t0+1.0: the timer armed for `first` fires, finds it acked, re-arms for `second`.
+        message_id, fired_at, expired = await rec.next_check()
+        assert (message_id, expired) == (first.message_id, None)
+        assert fired_at == pytest.approx(t0 + 1.0)
+        message_id, fired_at, expired = await rec.next_check()
+        assert (message_id, expired) == (second.message_id, second)
+        assert fired_at == pytest.approx(t0 + 1.5)
+        assert tracker.no_ack_reason(second).details["waited_ms"] == pytest.approx(1000.0, abs=1)
+
+
 async def test_ack_after_the_timer_message_was_queued_still_wins(autojump_clock):
     """The timer fires while the owner is busy (its CheckAck sits in the mailbox); an ack then
-    arrives before it is handled: the queued CheckAck must be dropped."""
+    arrives before it is handled: the message must not be reported as expired."""
     async with open_node() as node:
-        ref, rec = await _recorder(node)
-        tracker = AckTracker(ref, 1.0)
+        ref, rec, tracker = await _recorder(node)
         pending = tracker.track("hydrate")
         tracker.written(pending)
         assert await ref.call("block") == "blocked"
         await trio.sleep(2.0)  # the timer fired; its message is queued behind the block
-        assert not pending.timer.pending
+        assert node.timers.pending_count == 0
         assert ref._cell.mailbox.depth >= 1
         assert tracker.ack(pending.message_id) is True
         rec.release.set()
         assert await ref.call("ping") == "pong"  # everything before the ping was handled
-        assert rec.handled == []
+        assert [e for _, _, e in rec.handled] == [None]
+        assert tracker.statistics().expired == 0
 
 
 async def test_ack_before_written_arms_no_timer(autojump_clock):
     async with open_node() as node:
-        ref, rec = await _recorder(node)
-        tracker = AckTracker(ref, 1.0)
+        ref, rec, tracker = await _recorder(node)
         pending = tracker.track("hydrate")
         assert tracker.ack(pending.message_id) is True
         tracker.written(pending)
-        assert pending.timer is None
+        assert pending.deadline is None and node.timers.pending_count == 0
         await trio.sleep(5)
         assert rec.handled == []
 
 
 async def test_unknown_repeated_and_malformed_acks_return_false(autojump_clock):
     async with open_node() as node:
-        ref, _ = await _recorder(node)
-        tracker = AckTracker(ref, 1.0)
+        ref, _, tracker = await _recorder(node)
         pending = tracker.track("hydrate")
         tracker.written(pending)
         assert tracker.ack("no-such-id") is False
@@ -126,20 +162,22 @@ async def test_unknown_repeated_and_malformed_acks_return_false(autojump_clock):
         assert tracker.statistics().acked == 1
 
 
-async def test_cancel_all_stops_every_timer(autojump_clock):
+async def test_cancel_all_stops_the_timer_and_a_stale_check_is_ignored(autojump_clock):
     async with open_node() as node:
-        ref, rec = await _recorder(node)
-        tracker = AckTracker(ref, 1.0)
+        ref, rec, tracker = await _recorder(node)
         for _ in range(5):
             tracker.written(tracker.track("x"))
+        stale = CheckAck(next(iter(tracker.awaiting)))
+        assert tracker.expired(stale) is None  # not the check this tracker armed
         tracker.cancel_all()
         await trio.sleep(5)
         assert rec.handled == []
+        assert tracker.statistics().expired == 0
 
 
 async def test_message_ids_are_unique(autojump_clock):
     async with open_node() as node:
-        ref, _ = await _recorder(node)
+        ref, _, _ = await _recorder(node)
         a, b = AckTracker(ref, 1.0), AckTracker(ref, 1.0)
         ids = [a.track("x").message_id for _ in range(5000)] + [b.track("x").message_id for _ in range(5000)]
         ids += [new_message_id() for _ in range(5000)]
@@ -149,7 +187,7 @@ async def test_message_ids_are_unique(autojump_clock):
 
 async def test_ack_timeout_must_be_positive(autojump_clock):
     async with open_node() as node:
-        ref, _ = await _recorder(node)
+        ref, _, _ = await _recorder(node)
         for bad in (0, -1, float("nan")):
             with pytest.raises(ValueError):
                 AckTracker(ref, bad)

@@ -5,18 +5,29 @@ Flow of one acked push:
 1. :meth:`AckTracker.track` assigns a unique ``message_id`` and records it as
    awaiting ack;
 2. the frame is written to the socket; only then :meth:`AckTracker.written`
-   arms ``check_ack(message_id)`` after ``ack_timeout`` - so time spent in our
-   own queues never counts against a slow-but-alive client;
+   starts its deadline, ``ack_timeout`` from now - so time spent in our own
+   queues never counts against a slow-but-alive client;
 3. the client answers ``message_ack {message_id, status}``;
-   :meth:`AckTracker.ack` forgets the id and cancels its timer;
-4. if :class:`CheckAck` arrives while the id is still awaited,
-   :meth:`AckTracker.expired` returns the record and the channel exits with
-   ``Error("no_ack_received", ...)``.
+   :meth:`AckTracker.ack` forgets the id;
+4. when a :class:`CheckAck` arrives, :meth:`AckTracker.expired` returns the
+   oldest message whose deadline has passed while it is still awaited, and
+   the channel exits with ``Error("no_ack_received", ...)``.
+
+One timer per tracker, not one per push: every deadline is the write time
+plus the same ``ack_timeout`` and pushes are written one after another, so
+the oldest awaited message always has the earliest deadline.  The tracker
+keeps a single ``check_ack`` armed for the oldest written message; when it
+fires, ``expired`` either finds that deadline passed (a no-ack) or re-arms
+for the message that is now the oldest.  An ack is then a dict removal, and
+a busy channel costs one timer event per ``ack_timeout`` instead of a timer
+per message.
 
 Guarantees: message ids are unique within the process and across restarts
-(a random per-process prefix plus a counter); after ``ack`` the timer's
-message is never handled; an unknown or repeated ack returns False and never
-raises.
+(a random per-process prefix plus a counter); a message acked before its
+deadline is never reported as expired, even if the ``CheckAck`` was already
+queued when the ack arrived; every awaited message is checked no later than
+its deadline (plus the owner's own queueing); an unknown or repeated ack
+returns False and never raises.
 """
 
 from __future__ import annotations
@@ -52,16 +63,19 @@ class CheckAck:
 
 
 class PendingAck:
-    """One message awaiting its ack (with its topic offset when it came from the history)."""
+    """One message awaiting its ack (with its topic offset when it came from the history).
 
-    __slots__ = ("message_id", "event", "queued_at", "sent_at", "timer", "offset", "epoch", "size")
+    ``deadline`` is ``sent_at + ack_timeout``, set when the frame was written.
+    """
+
+    __slots__ = ("message_id", "event", "queued_at", "sent_at", "deadline", "offset", "epoch", "size")
 
     def __init__(self, message_id: str, event: str, queued_at: float, offset: int | None = None, epoch: str | None = None, size: int = 0) -> None:
         self.message_id = message_id
         self.event = event
         self.queued_at = queued_at
         self.sent_at: float | None = None
-        self.timer: TimerRef | None = None
+        self.deadline: float | None = None
         self.offset = offset
         self.epoch = epoch
         self.size = size
@@ -93,6 +107,8 @@ class AckTracker:
         "_acked",
         "_unknown",
         "_expired",
+        "_timer",
+        "_check",
     )
 
     def __init__(
@@ -116,6 +132,9 @@ class AckTracker:
         self._acked = 0
         self._unknown = 0
         self._expired = 0
+        # The one armed deadline timer and the message it will deliver (None: nothing armed).
+        self._timer: TimerRef | None = None
+        self._check: CheckAck | None = None
 
     def track(self, event: str, *, offset: int | None = None, epoch: str | None = None) -> PendingAck:
         """Record a new message as awaiting ack and return it (its timer is armed by :meth:`written`)."""
@@ -173,20 +192,34 @@ class AckTracker:
         return len(done)
 
     def _forget(self, pending: PendingAck) -> None:
-        if pending.timer is not None:
-            pending.timer.cancel()
+        # The deadline timer stays armed: when it fires, expired() re-arms it for
+        # whatever is then the oldest message (cheaper than a cancel per ack).
         self.awaiting_bytes -= pending.size
         self._acked += 1
 
     def written(self, pending: PendingAck) -> None:
-        """The frame was handed to the socket: start the ack deadline now."""
+        """The frame was handed to the socket: its ack deadline is ``ack_timeout`` from now."""
         if pending.message_id not in self.awaiting:
             return  # acked before we even got here
-        pending.sent_at = trio.current_time()
-        pending.timer = self.owner._send_after(CheckAck(pending.message_id), self.ack_timeout)
+        now = trio.current_time()
+        pending.sent_at = now
+        pending.deadline = now + self.ack_timeout
+        if self._check is None:
+            self._arm(pending, self.ack_timeout)
+        else:
+            fired_at = self._timer.fired_at  # type: ignore[union-attr]
+            if fired_at is not None and now - fired_at > self.ack_timeout:
+                # Fired a whole ack_timeout ago and never handled: its CheckAck was lost
+                # (a bounded mailbox dropped it). Arm afresh; a late copy is ignored.
+                self._arm(pending, self.ack_timeout)
+
+    def _arm(self, pending: PendingAck, seconds: float) -> None:
+        check = CheckAck(pending.message_id)
+        self._check = check
+        self._timer = self.owner._send_after(check, seconds)
 
     def ack(self, message_id: Any) -> bool:
-        """Forget ``message_id`` and cancel its timer; False if it was not awaited."""
+        """Forget ``message_id``: it will not expire; False if it was not awaited."""
         pending = self.awaiting.pop(message_id, None) if isinstance(message_id, str) else None
         if pending is None:
             self._unknown += 1
@@ -195,19 +228,37 @@ class AckTracker:
         return True
 
     def expired(self, check: CheckAck) -> PendingAck | None:
-        """The record if ``check.message_id`` is still awaited (the channel must then exit), else None."""
-        pending = self.awaiting.get(check.message_id)
-        if pending is not None:
-            self._expired += 1
-        return pending
+        """Handle the deadline timer's ``check``: the oldest awaited message whose deadline has
+        passed (the channel must then exit), else None after re-arming the timer for the
+        oldest message still awaited.  A ``check`` this tracker did not arm is ignored."""
+        if check is not self._check:
+            return None
+        self._check = None
+        now = trio.current_time()
+        for pending in self.awaiting.values():
+            deadline = pending.deadline
+            if deadline is None:
+                continue  # being written right now; written() arms the timer if needed
+            if deadline <= now:
+                self._expired += 1
+                return pending
+            self._arm(pending, deadline - now)
+            return None
+        return None
 
     def no_ack_reason(self, pending: PendingAck, **context: Any) -> Error:
         """The exit reason for an expired ack, with the report's keys."""
         # Detection is the moment the deadline timer fired (the ack was not in by then: an ack
         # queued before it would have been handled first); handling it may come later under load.
         now = trio.current_time()
-        timer = pending.timer
-        detected = timer.fired_at if timer is not None and timer.fired_at is not None else now
+        timer = self._timer
+        # The timer that fired was armed for this very message: its deadline passed at
+        # fired_at. Otherwise the deadline passed while the timer served an older message.
+        fired_at = timer.fired_at if timer is not None else None
+        if fired_at is not None and pending.deadline is not None and fired_at >= pending.deadline:
+            detected = fired_at
+        else:
+            detected = now
         waited = detected - (pending.sent_at if pending.sent_at is not None else pending.queued_at)
         context.setdefault("handled_ms_after_detection", round((now - detected) * 1000, 1))
         if pending.offset is not None:
@@ -222,10 +273,11 @@ class AckTracker:
         )
 
     def cancel_all(self) -> None:
-        """Cancel every timer (the channel is ending)."""
-        for pending in self.awaiting.values():
-            if pending.timer is not None:
-                pending.timer.cancel()
+        """Cancel the deadline timer (the channel is ending): no ``CheckAck`` is handled after this."""
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = None
+        self._check = None
 
     def statistics(self) -> AckStatistics:
         """A frozen snapshot of the counters."""
