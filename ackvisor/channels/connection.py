@@ -20,7 +20,8 @@ import base64
 import binascii
 import inspect
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import parse_qsl, urlsplit
 
 import structlog
@@ -33,6 +34,7 @@ from ..links import Exit
 from .channel import Socket
 from .channel_server import ChannelServer, ChannelSettings
 from .protocol import Message, ProtocolError, Serializer, serializer_for_vsn
+from .reader_handoff import next_request, open_server_connection, run_reader
 from .transport import Transport, TransportClosed
 
 if TYPE_CHECKING:
@@ -82,6 +84,15 @@ class _ReaderDone:
 
     def __init__(self, reason: Any) -> None:
         self.reason = reason
+
+
+class _HeartbeatCheck:
+    """The timer message: has the client been silent for ``heartbeat_timeout``?"""
+
+    __slots__ = ()
+
+
+_HEARTBEAT_CHECK = _HeartbeatCheck()
 
 
 class _Joined:
@@ -151,25 +162,39 @@ class Connection(Actor):
         self.channels: dict[str, _Joined] = {}
         self.topics_by_ref: dict[ActorRef, str] = {}
         self._handling = False
+        self._reading = True
+        self._last_seen = 0.0
+        self._decode: Any = None
+        #: True once trio-websocket's reader hands frames straight to _on_frame
+        self.reader_handoff = False
         self.trap_exit = True
         self.start_soon(self._socket_main)
 
-    # ----- the socket task (handshake, then read loop)
+    # ----- the socket task (handshake, then reading)
 
     async def _socket_main(self) -> None:
         settings = self.settings
         try:
-            with trio.move_on_after(settings.handshake_timeout) as handshake:
-                request = await wrap_server_stream(
-                    self._cell.nursery, self.stream, max_message_size=settings.max_frame_bytes
+            ws = None
+            if settings.reader_handoff:
+                ws = open_server_connection(self.stream, self._on_frame, max_message_size=settings.max_frame_bytes)
+            if ws is not None:
+                # This task *is* trio-websocket's reader, handing frames straight to
+                # _on_frame; the handshake runs in a helper meanwhile.
+                self.reader_handoff = True
+                self.start_soon(self._open, partial(next_request, ws), ws)
+                await run_reader(ws)
+                self._reader_ended(ws.closed)
+            else:
+                ws = await self._open(
+                    partial(wrap_server_stream, self._cell.nursery, self.stream, max_message_size=settings.max_frame_bytes),
+                    None,
                 )
-                ws = await self._handshake(request)
-            if handshake.cancelled_caught:
-                log.info("handshake_timeout", peer=self.peer)
-                raise ActorExit(Shutdown("handshake_timeout"))
-            if ws is None:
-                raise ActorExit(Shutdown("rejected"))
-            await self._read_loop(ws)
+                try:
+                    while self._reading:
+                        self._on_frame(await ws.get_message())
+                except ConnectionClosed as e:
+                    self._reader_ended(e.reason)
             # The reader is done (bad frame, peer closed, heartbeat timeout) and
             # has told the actor, which closes the socket with the right code
             # (1001/1003/1007/1011) in its own task and then ends, cancelling
@@ -179,7 +204,26 @@ class Connection(Actor):
         finally:
             await trio.aclose_forcefully(self.stream)
 
-    async def _handshake(self, request: Any) -> Any:
+    async def _open(self, get_request: Callable[[], Any], ws: Any) -> Any:
+        """Run the handshake (bounded by ``handshake_timeout``); the actor ends if it fails."""
+        with trio.move_on_after(self.settings.handshake_timeout) as handshake:
+            request = await get_request()
+            ws = await self._handshake(request, ws)
+        if handshake.cancelled_caught:
+            log.info("handshake_timeout", peer=self.peer)
+            raise ActorExit(Shutdown("handshake_timeout"))
+        if ws is None:
+            raise ActorExit(Shutdown("rejected"))
+        self._heartbeat_after(self.settings.heartbeat_timeout)
+        return ws
+
+    async def _handshake(self, request: Any, ws: Any) -> Any:
+        """Accept or reject ``request``; returns the open connection or None.
+
+        ``ws`` is the connection when already known (reader hand-off): frames
+        can then reach ``_on_frame`` as soon as the accept is on the wire, so
+        everything they need is set up before it.
+        """
         settings = self.settings
         target = request.path or ""
         path, _, query = target.partition("?")
@@ -236,56 +280,71 @@ class Connection(Actor):
             if isinstance(result, dict):
                 self.assigns = result
         subprotocol = "phoenix" if "phoenix" in request.proposed_subprotocols else None
-        ws = await request.accept(subprotocol=subprotocol)
         self.params = params
         self.serializer = serializer
-        self.transport = Transport(ws, serializer, peer=self.peer, connection_id=self.ref.id)
+        self._decode = serializer.decode
+        self._last_seen = trio.current_time()
+        if ws is not None:
+            self.transport = Transport(ws, serializer, peer=self.peer, connection_id=self.ref.id)
+        ws = await request.accept(subprotocol=subprotocol)
+        if self.transport is None:
+            self.transport = Transport(ws, serializer, peer=self.peer, connection_id=self.ref.id)
         log.info("connection_opened", connection=self.ref.id, peer=self.peer, vsn=serializer.vsn)
         return ws
 
-    async def _read_loop(self, ws: Any) -> None:
-        decode = self.serializer.decode  # type: ignore[union-attr]
-        mailbox = self._cell.mailbox
-        put = mailbox.put
-        channels = self.channels
-        heartbeat_timeout = self.settings.heartbeat_timeout
-        last_seen = trio.current_time()
+    def _reader_ended(self, reason: Any) -> None:
+        """The socket ended (``reason``: trio-websocket's CloseReason, None if it just dropped)."""
+        code = int(reason.code) if reason is not None else 1006
+        if code == 1009:
+            log.warning("bad_frame", connection=self.ref.id, peer=self.peer, reason="too_big", close_code=1009)
+        # Behind the frames already queued, so they are still handled in order.
+        self._stop_reading(_ReaderDone(Shutdown(("closed", code))))
+
+    def _heartbeat_after(self, seconds: float) -> None:
+        # One timer per heartbeat period, not per frame: when it fires early
+        # (traffic arrived meanwhile) it is re-armed for the rest of the period.
+        self.send_after(_HEARTBEAT_CHECK, seconds)
+
+    def _heartbeat_check(self) -> None:
+        timeout = self.settings.heartbeat_timeout
+        idle = trio.current_time() - self._last_seen
+        if not self._reading:
+            return
+        if idle >= timeout:
+            log.info("heartbeat_timeout", connection=self.ref.id, peer=self.peer, seconds=timeout)
+            self._stop_reading(_ReaderDone(Shutdown("heartbeat_timeout")))
+        else:
+            self._heartbeat_after(timeout - idle)
+
+    def _stop_reading(self, why: Any) -> None:
+        """Tell the actor (behind every frame already queued) and ignore all later frames."""
+        if self._reading:
+            self._reading = False
+            self._cell.mailbox.put(why)
+
+    def _on_frame(self, data: str | bytes) -> None:
+        """One received message, in arrival order; sync (it runs in trio-websocket's reader task)."""
+        if not self._reading:
+            return  # a frame after one that closes the socket, or after the end
+        self._last_seen = trio.current_time()
         try:
-            while True:
-                # One deadline per heartbeat period, not one per frame: when it
-                # fires early (traffic arrived meanwhile) we simply re-arm it.
-                with trio.move_on_at(last_seen + heartbeat_timeout) as idle:
-                    while True:
-                        data = await ws.get_message()
-                        last_seen = trio.current_time()
-                        try:
-                            msg = decode(data)
-                        except ProtocolError as e:
-                            put(_Frame(e))
-                            if e.close_code is not None:
-                                return  # the actor closes the socket; read nothing more
-                            continue
-                        # Fast path: while the connection is idle with nothing queued,
-                        # every earlier frame has been fully handled, so handing a
-                        # channel's own traffic (acks, pushes, leaves) straight to the
-                        # channel keeps the order and saves a hop through this actor.
-                        if not self._handling and mailbox.depth == 0 and msg.event != "phx_join" and msg.topic != "phoenix":
-                            joined = channels.get(msg.topic)
-                            if joined is not None and (msg.join_ref is None or msg.join_ref == joined.join_ref):
-                                joined.ref.send(msg)
-                                continue
-                        put(msg)
-                if idle.cancelled_caught and trio.current_time() - last_seen >= heartbeat_timeout:
-                    log.info("heartbeat_timeout", connection=self.ref.id, peer=self.peer, seconds=heartbeat_timeout)
-                    put(_ReaderDone(Shutdown("heartbeat_timeout")))
-                    return
-        except ConnectionClosed as e:
-            reason = e.reason
-            code = int(reason.code) if reason is not None else 1006
-            if code == 1009:
-                log.warning("bad_frame", connection=self.ref.id, peer=self.peer, reason="too_big", close_code=1009)
-            # Behind the frames already queued, so they are still handled in order.
-            put(_ReaderDone(Shutdown(("closed", code))))
+            msg = self._decode(data)
+        except ProtocolError as e:
+            if e.close_code is not None:
+                self._stop_reading(_Frame(e))  # the actor closes the socket; read nothing more
+            else:
+                self._cell.mailbox.put(_Frame(e))
+            return
+        # Fast path: while the connection is idle with nothing queued, every
+        # earlier frame has been fully handled, so handing a channel's own
+        # traffic (acks, pushes, leaves) straight to the channel keeps the
+        # order and saves a hop through this actor.
+        if not self._handling and self._cell.mailbox.depth == 0 and msg.event != "phx_join" and msg.topic != "phoenix":
+            joined = self.channels.get(msg.topic)
+            if joined is not None and (msg.join_ref is None or msg.join_ref == joined.join_ref):
+                joined.ref.send(msg)
+                return
+        self._cell.mailbox.put(msg)
 
     # ----- messages
 
@@ -306,6 +365,8 @@ class Connection(Actor):
             await self._bad_frame(message.error)
         elif cls is _ReaderDone:
             self.stop(message.reason)
+        elif message is _HEARTBEAT_CHECK:
+            self._heartbeat_check()
         else:
             log.warning("connection_unexpected_message", connection=self.ref.id, message=repr(message)[:200])
 

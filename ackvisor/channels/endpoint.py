@@ -66,6 +66,10 @@ class EndpointSettings:
     max_unacked_bytes: float = 8 << 20
     handshake_timeout: float = 10.0
     connection_shutdown: float = 5.0
+    #: trio-websocket's reader task hands frames straight to the connection
+    #: (see ``channels/reader_handoff.py``); False reads them with
+    #: ``get_message()`` (same behaviour, one task switch more per frame).
+    reader_handoff: bool = True
 
     def __post_init__(self) -> None:
         if self.on_no_ack not in ("close_connection", "error_channel"):
