@@ -770,11 +770,13 @@ async def phase_load(cfg: dict[str, Any]) -> dict[str, Any]:
         if kind == "echo":
             url = await EchoServer().start(nursery)
         else:
-            _, url = await _ackvisor(stack, ack_timeout=60.0)
+            _, url = await _ackvisor(stack, ack_timeout=60.0, **cfg.get("server_settings", {}))
         clients = Clients()
         await clients.spawn(nursery, {**cfg, "mode": "load", "url": url})
         await clients.expect("ready")
         gc.collect()
+        if cfg.get("gc") == "disable":  # experiment: how much of the cost is the cyclic GC
+            gc.disable()
         await clients.send("go")
         await clients.expect("measure_start")
         prof = None
@@ -843,6 +845,9 @@ async def phase_idle(cfg: dict[str, Any]) -> dict[str, Any]:
         await trio.sleep(0.3)  # let the last handshakes/joins settle server-side
         gc.collect()
         heap1, rss1 = (tracemalloc.get_traced_memory()[0] if trace else 0), _rss()
+        if trace and cfg.get("top"):  # diagnosis: where the heap per connection goes
+            for stat in tracemalloc.take_snapshot().statistics("lineno")[: cfg["top"]]:
+                print(f"{stat.size / n:8.0f} B/conn {stat.count / n:6.1f} blocks  {stat.traceback}", file=sys.stderr)
         if trace:
             tracemalloc.stop()
         await clients.send("close")
