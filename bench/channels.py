@@ -322,16 +322,18 @@ async def _client_idle(cfg: dict[str, Any], commands: _Lines) -> None:
     async with trio.open_nursery() as nursery:
         conns, connect_s = await _connect_many(nursery, cfg["url"], n)
         join_s = await _join_all(conns, "idle") if cfg["join"] else None
-        seq_rate = None
-        if cfg["join"] and cfg.get("sequential_joins"):
+        _emit("ready", connect_s=connect_s, join_s=join_s)
+        command = await commands.line()
+        if command == b"sequential_joins":
+            # After the server measured memory: these extra channels must not count in it.
             ws = conns[0]
             m = cfg["sequential_joins"]
             t0 = time.perf_counter()
             for k in range(m):
                 await _join(ws, f"seq:{k}", join_ref=str(k + 10))
-            seq_rate = m / (time.perf_counter() - t0)
-        _emit("ready", connect_s=connect_s, join_s=join_s, sequential_join_rate=seq_rate)
-        assert (await commands.line()) == b"close"
+            _emit("sequential_joins", rate=m / (time.perf_counter() - t0))
+            command = await commands.line()
+        assert command == b"close"
         await _close_all(conns)
         _emit("result")
         nursery.cancel_scope.cancel()
@@ -840,7 +842,7 @@ async def phase_idle(cfg: dict[str, Any]) -> dict[str, Any]:
         heap0, rss0 = (tracemalloc.get_traced_memory()[0] if trace else 0), _rss()
         clients = Clients()
         await clients.spawn(nursery, {"mode": "idle", "url": url, "clients": n, "join": kind == "ackvisor",
-                                      "sequential_joins": 0 if trace else cfg.get("sequential_joins", 0)})
+                                      "sequential_joins": cfg.get("sequential_joins", 0)})
         (ready,) = await clients.expect("ready")
         await trio.sleep(0.3)  # let the last handshakes/joins settle server-side
         gc.collect()
@@ -850,6 +852,11 @@ async def phase_idle(cfg: dict[str, Any]) -> dict[str, Any]:
                 print(f"{stat.size / n:8.0f} B/conn {stat.count / n:6.1f} blocks  {stat.traceback}", file=sys.stderr)
         if trace:
             tracemalloc.stop()
+        seq_rate = None
+        if kind == "ackvisor" and cfg.get("sequential_joins"):
+            await clients.send("sequential_joins")
+            (seq,) = await clients.expect("sequential_joins")
+            seq_rate = seq["rate"]
         await clients.send("close")
         await clients.expect("result")
         await clients.wait()
@@ -862,8 +869,8 @@ async def phase_idle(cfg: dict[str, Any]) -> dict[str, Any]:
         out["rss_bytes_per_conn"] = (rss1 - rss0) / n
     if ready.get("join_s"):
         out["concurrent_joins_per_s"] = n / ready["join_s"]
-    if ready.get("sequential_join_rate"):
-        out["sequential_joins_per_s"] = ready["sequential_join_rate"]
+    if seq_rate:
+        out["sequential_joins_per_s"] = seq_rate
     return out
 
 
@@ -912,6 +919,8 @@ async def phase_noack(cfg: dict[str, Any]) -> dict[str, Any]:
             gc.disable()  # experiment: no cyclic GC at all during the no-ack burst (upper bound of GC tuning)
         if cfg.get("gc_freeze"):
             gc.freeze()  # experiment: move the joined connections' objects out of the collector's reach
+        if cfg.get("gc_threshold"):
+            gc.set_threshold(*cfg["gc_threshold"])  # experiment: GC thresholds during the burst
         await clients.send("go")
         await trio.sleep(0.2)  # the go line reaches every client before the pushes
         CAPTURED.clear()
@@ -921,6 +930,9 @@ async def phase_noack(cfg: dict[str, Any]) -> dict[str, Any]:
 
             prof = cProfile.Profile()
             prof.enable()
+        batches = _BatchTimes() if cfg.get("batches") else None
+        if batches is not None:  # diagnosis: how long the scheduler's batches run during the wave
+            trio.lowlevel.add_instrument(batches)
         t_b = time.perf_counter()
         tt_b = trio.current_time()
         GC[0].reset()
@@ -932,6 +944,8 @@ async def phase_noack(cfg: dict[str, Any]) -> dict[str, Any]:
             await trio.sleep(0.01)
         all_detected_s = time.perf_counter() - t_b
         gc_window = GC[0].summary()
+        if batches is not None:
+            trio.lowlevel.remove_instrument(batches)
         if prof is not None:
             prof.disable()
             prof.dump_stats(cfg["profile"])
@@ -979,7 +993,28 @@ async def phase_noack(cfg: dict[str, Any]) -> dict[str, Any]:
         "client_closed": sum(r["closed"] for r in results),
         "client_close_codes": codes,
         "client_push_to_close_ms": {"p50": _pct(p2c, 50), "p99": _pct(p2c, 99), "max": p2c[-1] if p2c else None},
+        **({"scheduler_batches": batches.summary()} if batches is not None else {}),
     }
+
+
+class _BatchTimes:
+    """Trio instrument: wall time of each run-loop batch (from leaving the I/O wait to the next)."""
+
+    def __init__(self) -> None:
+        self.start: float | None = None
+        self.ms: list[float] = []
+
+    def after_io_wait(self, timeout: float) -> None:
+        self.start = time.perf_counter()
+
+    def before_io_wait(self, timeout: float) -> None:
+        if self.start is not None:
+            self.ms.append((time.perf_counter() - self.start) * 1000)
+
+    def summary(self) -> dict[str, Any]:
+        ms = sorted(self.ms)
+        return {"n": len(ms), "p50_ms": _pct(ms, 50), "p99_ms": _pct(ms, 99), "max_ms": ms[-1] if ms else None,
+                "over_50ms": sum(1 for x in ms if x > 50)}
 
 
 SERVER_PHASES = {"load": phase_load, "idle": phase_idle, "noack": phase_noack}
