@@ -150,6 +150,25 @@ class TimerService:
         """Timers armed and not yet fired (cancelled ones may still be counted until compaction)."""
         return len(self._heap) - self._cancelled
 
+    def _fire(self, now: float) -> None:
+        heap = self._heap
+        # Fire what is due; also drop cancelled timers at the top, so the
+        # sleep below targets the next *pending* deadline (call timeouts are
+        # armed and cancelled at a high rate and must not wake this task).
+        while heap and (heap[0].deadline <= now or heap[0]._state != _PENDING):
+            tref = heapq.heappop(heap)
+            if tref._state == _PENDING:
+                tref._state = _FIRED
+                tref.fired_at = now
+                owner = tref._owner
+                if owner is not None:
+                    tref._owner = None
+                    owner.discard(tref)
+                deliver, tref._deliver = tref._deliver, _noop
+                deliver(tref)
+            else:
+                self._cancelled -= 1
+
     @trio.lowlevel.enable_ki_protection
     async def run(self) -> None:
         """Fire timers forever; cancel the surrounding scope to stop.
@@ -157,31 +176,46 @@ class TimerService:
         KI-protected: a Ctrl-C arriving while this runtime task runs is
         delivered to the main task instead of tearing the node's nursery down.
         """
-        heap = self._heap
+        hook = _FireDueTimers(self)
+        trio.lowlevel.add_instrument(hook)
+        try:
+            await self._sleep_and_fire()
+        finally:
+            trio.lowlevel.remove_instrument(hook)
+
+    async def _sleep_and_fire(self) -> None:
         while True:
-            now = trio.current_time()
+            self._fire(trio.current_time())
             heap = self._heap
-            # Fire what is due; also drop cancelled timers at the top, so the
-            # sleep below targets the next *pending* deadline (call timeouts are
-            # armed and cancelled at a high rate and must not wake this task).
-            while heap and (heap[0].deadline <= now or heap[0]._state != _PENDING):
-                tref = heapq.heappop(heap)
-                if tref._state == _PENDING:
-                    tref._state = _FIRED
-                    tref.fired_at = now
-                    owner = tref._owner
-                    if owner is not None:
-                        tref._owner = None
-                        owner.discard(tref)
-                    deliver, tref._deliver = tref._deliver, _noop
-                    deliver(tref)
-                else:
-                    self._cancelled -= 1
             self._sleeping_until = heap[0].deadline if heap else math.inf
             self._wake = trio.Event()
             with trio.move_on_at(self._sleeping_until):
                 await self._wake.wait()
             self._sleeping_until = -math.inf
+
+
+class _FireDueTimers(trio.abc.Instrument):
+    """Fires due timers at the start of every run-loop pass, before its batch of tasks runs.
+
+    The timer task alone fires a timer only when its own turn comes, which is
+    after the batch that was running when the deadline passed *and* after the
+    tasks ahead of it in the next one; under a burst (thousands of connections
+    crashing at once) one batch can take tens of milliseconds.  From this hook
+    a due timer waits at most for the batch that was running at its deadline.
+    The task still sleeps until the next deadline, so the run loop wakes up
+    for it when nothing else happens.
+    """
+
+    __slots__ = ("service",)
+
+    def __init__(self, service: TimerService) -> None:
+        self.service = service
+
+    def after_io_wait(self, timeout: float) -> None:
+        service = self.service
+        heap = service._heap
+        if heap and heap[0].deadline <= trio.current_time():
+            service._fire(trio.current_time())
 
 
 def send_after(ref: "ActorRef", message: Any, seconds: float) -> TimerRef:

@@ -85,13 +85,17 @@ async def test_T3_cancel_after_fire_returns_false_and_queued_message_is_not_hand
 
 
 async def test_T3_cancel_exactly_at_the_deadline(node, autojump_clock):
+    """Timers fire at the start of the run-loop pass in which their deadline has passed, so a
+    task waking at that same instant finds it fired: cancel() says False. Whether the target
+    handled it before the cancel is the scheduler's order; after the cancel it never is."""
     ref = await node.spawn(Recorder)
     tref = send_after(ref, "tick", 1)
-    await trio.sleep_until(tref.deadline)  # wakes at the same instant as the timer task
-    result = tref.cancel()
-    assert result is False or result == 0.0
+    await trio.sleep_until(tref.deadline)  # wakes in the pass that fires the timer
+    assert tref.fired_at == tref.deadline
+    handled_before = len(ref._cell.actor.seen)  # read without a checkpoint: nothing can run
+    assert tref.cancel() is False
     await trio.sleep(1)
-    assert await ref.call(None) == []
+    assert len(await ref.call(None)) == handled_before <= 1
 
 
 async def test_T3_cancel_from_the_owner_inside_a_handler(node, autojump_clock):
@@ -165,3 +169,23 @@ async def test_timer_service_handles_many_timers_and_cancellations(node, autojum
     seen = await ref.call(None)
     assert sorted(m for m, _ in seen) == list(range(1, 5000, 2))
     assert node.timers.pending_count == 0
+
+
+async def test_due_timers_fire_at_the_start_of_the_run_loop_pass_not_on_the_timer_tasks_turn(autojump_clock):
+    """The run-loop hook alone fires a due timer (here the service's task never runs at all), so
+    a burst of busy tasks cannot delay a timer by more than the pass that was running."""
+    from ackvisor.timers import TimerService, _FireDueTimers
+
+    service = TimerService()
+    fired = []
+    tref = service.schedule(0.5, lambda t: fired.append(trio.current_time()))
+    hook = _FireDueTimers(service)
+    trio.lowlevel.add_instrument(hook)
+    try:
+        autojump_clock.jump(2.0)  # a long pass: the deadline passes while we run
+        assert fired == []
+        await trio.lowlevel.checkpoint()  # the next pass starts: the hook fires it first
+        assert fired == [pytest.approx(2.0 + (tref.deadline - 0.5))]
+        assert tref.fired_at == fired[0] and not tref.pending
+    finally:
+        trio.lowlevel.remove_instrument(hook)
