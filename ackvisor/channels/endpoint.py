@@ -209,7 +209,7 @@ async def _listen(endpoint: Endpoint, task_status: trio.TaskStatus[None] = trio.
     try:
         async with trio.open_nursery() as nursery:
             for listener in listeners:
-                nursery.start_soon(_accept_loop, node, endpoint, listener, spec)
+                nursery.start_soon(_accept_loop, node, endpoint, listener, spec, nursery)
     finally:
         endpoint.addresses = []
         with trio.CancelScope(shield=True):
@@ -217,7 +217,9 @@ async def _listen(endpoint: Endpoint, task_status: trio.TaskStatus[None] = trio.
                 await trio.aclose_forcefully(listener)
 
 
-async def _accept_loop(node: Node, endpoint: Endpoint, listener: trio.SocketListener, spec: ChildSpec) -> None:
+async def _accept_loop(
+    node: Node, endpoint: Endpoint, listener: trio.SocketListener, spec: ChildSpec, nursery: trio.Nursery
+) -> None:
     while True:
         try:
             stream = await listener.accept()
@@ -235,10 +237,37 @@ async def _accept_loop(node: Node, endpoint: Endpoint, listener: trio.SocketList
             await sup.start_child(spec, stream)
         except SupervisorError as e:
             log.warning("connection_refused", endpoint=endpoint.id, why=e.what)
-            await trio.aclose_forcefully(stream)
+            if e.what == "max_children":
+                nursery.start_soon(_refuse_busy, stream)  # never holds up accepting
+            else:
+                await trio.aclose_forcefully(stream)
         except Exception as e:  # a failing start must not stop accepting
             log.error("connection_start_failed", endpoint=endpoint.id, error=repr(e))
             await trio.aclose_forcefully(stream)
+
+
+_BUSY = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\nRetry-After: 1\r\n\r\n"
+
+
+async def _refuse_busy(stream: trio.SocketStream) -> None:
+    """Answer a socket over ``max_connections`` with HTTP 503 (clients back off and retry), bounded.
+
+    The request is read first (up to its end or 8 KiB): closing a socket with
+    unread data makes the kernel send a reset, and the client would see that
+    instead of the 503.
+    """
+    with trio.move_on_after(1.0):
+        try:
+            received = b""
+            while b"\r\n\r\n" not in received and len(received) < 8192:
+                data = await stream.receive_some(4096)
+                if not data:
+                    break
+                received += data
+            await stream.send_all(_BUSY)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+    await trio.aclose_forcefully(stream)
 
 
 _ = field
