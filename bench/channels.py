@@ -1,6 +1,6 @@
 """Channels benchmark: ackvisor's Phoenix endpoint against a bare trio-websocket echo server.
 
-Run: ``.venv/bin/python bench/channels.py [--clients 100] [--quick]`` (under
+Run: ``.venv/bin/python bench/channels.py [--clients 100] [--quick]`` (about
 2 minutes; ``--quick`` under 30 s).  Prints ONE JSON line on stdout.  Options:
 ``--window W`` acked pushes in flight per channel (default 1); ``--client
 fast|trio`` load generator for the throughput phases; ``--pin`` pins the
@@ -41,7 +41,7 @@ Phases (all traffic to 127.0.0.1; every loop is bounded and stops by itself):
   trio-websocket clients instead (slower: about as costly as the server).
   Both phases report server and client CPU time per round trip (the
   ``cpu_equivalent_ratio`` is robust to a busy machine) and the server's GC
-  time in the window.  Best of 3 interleaved runs.
+  time in the window.  Best of 7 interleaved runs (these machines are noisy: one 3 s window can run 30% slow).
 * ``idle`` - N=1,000 idle connections: bare (handshaken, blocked in
   ``get_message``) vs ackvisor (handshaken and joined to one channel).
   Python heap per connection with tracemalloc, and RSS per connection in a
@@ -1068,7 +1068,7 @@ def main() -> None:
     load_client = _arg("--client", "fast", str)
     profile = _arg("--profile-file", "/tmp/ackvisor_channels.prof", str) if "--profile" in sys.argv else None
     warmup, duration = (0.5, 2.0) if quick else (1.0, 3.0)
-    repeat = 1 if quick else 3
+    repeat = 1 if quick else 7
     n_idle = 300 if quick else 1000
     n_noack = _arg("--noack-clients", 1000 if quick else 5000)
     noack_procs = _arg("--noack-procs", 1)

@@ -143,10 +143,11 @@ class AckTracker:
         self._tracked += 1
         return pending
 
-    def sized(self, pending: PendingAck, size: int) -> None:
-        """Count the frame's size against the unacked-bytes cap."""
+    def sized(self, pending: PendingAck, size: int) -> bool:
+        """Count the frame's size against the unacked-bytes cap; True if now :meth:`over_limit`."""
         pending.size = size
         self.awaiting_bytes += size
+        return len(self.awaiting) > self.max_unacked or self.awaiting_bytes > self.max_unacked_bytes
 
     def over_limit(self) -> bool:
         """True when more messages (or bytes) await ack than the caps allow: the client is hopelessly slow."""

@@ -283,8 +283,7 @@ class ChannelServer(Actor):
             pending = tracker.track(event)
             payload = {**payload, "message_id": pending.message_id}
         frame = self.transport.serializer.encode_push(socket.join_ref, socket.topic, event, payload)
-        tracker.sized(pending, len(frame))
-        if tracker.over_limit():
+        if tracker.sized(pending, len(frame)):
             raise ActorExit(tracker.too_many_reason(topic=socket.topic, connection=socket.connection_id, peer=socket.peer))
         try:
             await self.transport.send(frame)  # not via _write: one coroutine less on the hot path
