@@ -37,6 +37,7 @@ Layout of the node file (all tables optional; defaults shown)::
     check_origin = []                  # e.g. ["https://example.com", "//*.example.com"]
     max_frame_bytes = 1048576
     heartbeat_timeout = "60s"
+    write_timeout = "10s"
     max_channels_per_socket = 100
 
     [channels]
@@ -326,6 +327,8 @@ class EndpointSection:
     """Largest accepted WebSocket message, in bytes (> 0)."""
     heartbeat_timeout: float = 60.0
     """Seconds without a client heartbeat before the socket is closed (> 0)."""
+    write_timeout: float = 10.0
+    """Seconds a write may wait with no frame reaching the client before the connection crashes (> 0)."""
     max_channels_per_socket: int = 100
     """Joined topics allowed per socket (> 0)."""
 

@@ -293,10 +293,18 @@ class _Loader:
                         ctx.problem(("endpoint", "check_origin", index), item, bad.expected)
         max_frame_bytes = t.take("max_frame_bytes", _integer(1), default.max_frame_bytes)
         heartbeat_timeout = t.take("heartbeat_timeout", _duration(positive=True), default.heartbeat_timeout)
+        write_timeout = t.take("write_timeout", _duration(positive=True), default.write_timeout)
         max_channels = t.take("max_channels_per_socket", _integer(1), default.max_channels_per_socket)
         t.finish(_SECTION_HINTS)
         return EndpointSection(
-            host, port, path, tuple(origins), max_frame_bytes, heartbeat_timeout, max_channels
+            host,
+            port,
+            path,
+            tuple(origins),
+            max_frame_bytes,
+            heartbeat_timeout,
+            write_timeout=write_timeout,
+            max_channels_per_socket=max_channels,
         )
 
     def channels_section(self, ctx: _FileCtx, raw: object) -> ChannelsSection:

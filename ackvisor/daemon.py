@@ -104,6 +104,7 @@ def endpoint_from_config(config: NodeConfig) -> Endpoint:
         check_origin=ep.check_origin,
         max_frame_bytes=ep.max_frame_bytes,
         heartbeat_timeout=ep.heartbeat_timeout,
+        write_timeout=ep.write_timeout,
         max_channels=ep.max_channels_per_socket,
         ack_timeout=ch.ack_timeout,
         on_no_ack=ch.on_no_ack,

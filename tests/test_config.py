@@ -134,6 +134,7 @@ def test_empty_config_gives_all_defaults() -> None:
         check_origin=(),
         max_frame_bytes=1048576,
         heartbeat_timeout=60.0,
+        write_timeout=10.0,
         max_channels_per_socket=100,
     )
     assert config.channels == ChannelsSection(ack_timeout=5.0, on_no_ack="close_connection", routes=())
@@ -156,6 +157,7 @@ def test_full_config_loads_every_section() -> None:
     assert config.endpoint.path == "/live/socket"
     assert config.endpoint.check_origin == ("https://example.com", "//*.example.org", "http://localhost:8080")
     assert config.endpoint.heartbeat_timeout == 90.0
+    assert config.endpoint.write_timeout == 2.5
     assert config.channels.ack_timeout == 1.5
     assert config.channels.on_no_ack == "error_channel"
     assert [(r.pattern, r.target) for r in config.channels.routes] == [
@@ -372,6 +374,7 @@ def test_problem_str_without_line() -> None:
          "endpoint.check_origin.1", 3, "example.com", "an origin like"),
         ("[endpoint]\nmax_frame_bytes = 0\n", "endpoint.max_frame_bytes", 2, 0, "an integer > 0"),
         ('[endpoint]\nheartbeat_timeout = "0s"\n', "endpoint.heartbeat_timeout", 2, "0s", "a duration > 0"),
+        ('[endpoint]\nwrite_timeout = "-1s"\n', "endpoint.write_timeout", 2, "-1s", "a duration > 0"),
         ('[channels]\nack_timeout = "5 seconds"\n', "channels.ack_timeout", 2, "5 seconds", "a duration > 0"),
         ('[channels]\non_no_ack = "ignore"\n', "channels.on_no_ack", 2, "ignore",
          'one of "close_connection", "error_channel"'),

@@ -285,12 +285,45 @@ class Connection(Actor):
         self._decode = serializer.decode
         self._last_seen = trio.current_time()
         if ws is not None:
-            self.transport = Transport(ws, serializer, peer=self.peer, connection_id=self.ref.id)
+            self._open_transport(ws, serializer)
         ws = await request.accept(subprotocol=subprotocol)
         if self.transport is None:
-            self.transport = Transport(ws, serializer, peer=self.peer, connection_id=self.ref.id)
+            self._open_transport(ws, serializer)
         log.info("connection_opened", connection=self.ref.id, peer=self.peer, vsn=serializer.vsn)
         return ws
+
+    def _open_transport(self, ws: Any, serializer: Serializer) -> None:
+        transport = Transport(ws, serializer, peer=self.peer, connection_id=self.ref.id)
+        cell = self._cell
+        if cell.timers is None:
+            cell.timers = set()
+        timers, owned = cell.node.timers, cell.timers
+        # The watch's timer belongs to this actor: it is cancelled when we end.
+        transport.watch_writes(
+            self.settings.write_timeout,
+            self._write_stalled,
+            arm=lambda seconds, callback: timers.schedule(seconds, callback, owned),
+        )
+        self.transport = transport
+
+    def _write_stalled(self, seconds: float) -> None:
+        """The client has read nothing for ``seconds`` while frames wait: let it crash.
+
+        Runs in the timer service (this actor may itself be the one stuck in a
+        write); crashing cancels the stuck write and the socket is closed
+        (1011 if the close frame still fits, else dropped after 1 s).
+        """
+        transport = self.transport
+        self._cell.crash(
+            Error(
+                "write_stalled",
+                stalled_s=seconds,
+                frames_out=transport.statistics().frames_out if transport is not None else 0,
+                topics=sorted(self.channels),
+                connection=self.ref.id,
+                peer=self.peer,
+            )
+        )
 
     def _reader_ended(self, reason: Any) -> None:
         """The socket ended (``reason``: trio-websocket's CloseReason, None if it just dropped)."""

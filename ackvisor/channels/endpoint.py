@@ -58,6 +58,7 @@ class EndpointSettings:
     check_origin: tuple[str, ...] = ()
     max_frame_bytes: int = 1 << 20
     heartbeat_timeout: float = 60.0
+    write_timeout: float = 10.0
     max_channels: int = 100
     max_connections: float = math.inf
     ack_timeout: float = 5.0
@@ -80,7 +81,7 @@ class EndpointSettings:
             raise ValueError(f"ack_timeout must be > 0, not {self.ack_timeout!r}")
         if not self.max_frame_bytes > 0:
             raise ValueError(f"max_frame_bytes must be > 0, not {self.max_frame_bytes!r}")
-        for name in ("heartbeat_timeout", "handshake_timeout"):
+        for name in ("heartbeat_timeout", "handshake_timeout", "write_timeout"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0 seconds, not {getattr(self, name)!r}")
         if not self.max_channels >= 1:
