@@ -60,6 +60,14 @@ Phases (all traffic to 127.0.0.1; every loop is bounded and stops by itself):
 
 structlog drops every event in the server processes (a filtering logger at
 ERROR level, and a processor that only keeps the no-ack crash reports).
+
+Experiment keys of a phase's config, for scripts that call ``run_phase``:
+load - ``server_settings`` (EndpointSettings overrides, e.g.
+``{"reader_handoff": False}`` for the get_message path), ``gc: "disable"``;
+idle - ``top: N`` (tracemalloc's top N allocation sites per connection, to
+stderr); noack - ``batches`` (scheduler batch durations during the wave, on
+in the main run), ``gc_threshold: [g0, g1, g2]``, ``types`` (gc-tracked
+objects per connection by type, to stderr).
 """
 
 from __future__ import annotations
@@ -1096,7 +1104,8 @@ def main() -> None:
                               "sequential_joins": 200 if quick else 1000})
 
     noack = run_phase({"phase": "noack", "clients": n_noack, "client_procs": noack_procs, "ack_timeout": ack_timeout,
-                       "spread": noack_spread, "gc_freeze": noack_gc == "freeze", "gc_disable": noack_gc == "disable"})
+                       "spread": noack_spread, "gc_freeze": noack_gc == "freeze", "gc_disable": noack_gc == "disable",
+                       "batches": True})
 
     prof = run_phase({**load, "kind": "acked", "profile": profile}) if profile else None
 
@@ -1197,6 +1206,9 @@ def main() -> None:
             "broadcast_to_first_last_detection_s": [_r(x, 3) for x in noack["broadcast_to_first_last_detection_s"] or []],
             "broadcast_to_last_report_s": _r(noack["broadcast_to_last_report_s"], 3),
             "server_gc_broadcast_to_last_report": noack["gc_broadcast_to_last_report"],
+            "scheduler_batches_broadcast_to_last_report": {
+                k: _r(v, 1) if isinstance(v, float) else v for k, v in noack.get("scheduler_batches", {}).items()
+            },
             "full_gc_ms_at_n_joined": _r(noack["full_gc_ms_at_n_joined"], 1),
             "gc_tracked_objects_per_joined_conn": _r(noack["gc_tracked_objects_per_joined_conn"], 1),
             "client_received_push": noack["client_received_push"],
