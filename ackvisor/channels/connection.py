@@ -339,10 +339,10 @@ class Connection(Actor):
         self.send_after(_HEARTBEAT_CHECK, seconds)
 
     def _heartbeat_check(self) -> None:
+        if not self._reading:
+            return  # already ending
         timeout = self.settings.heartbeat_timeout
         idle = trio.current_time() - self._last_seen
-        if not self._reading:
-            return
         if idle >= timeout:
             log.info("heartbeat_timeout", connection=self.ref.id, peer=self.peer, seconds=timeout)
             self._stop_reading(_ReaderDone(Shutdown("heartbeat_timeout")))
