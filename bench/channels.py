@@ -698,19 +698,17 @@ def _bench_channels() -> dict[str, Any]:
         async def handle_in(self, event: str, payload: Any, socket: Any) -> Any:
             if event == "start":
                 for _ in range(int(payload.get("window", 1))):
-                    await self._tick()
+                    self.n += 1
+                    await self.push("tick", {"n": self.n}, ack=True)
                 return None
             return await super().handle_in(event, payload, socket)
 
         async def handle_info(self, message: Any, socket: Any) -> Any:
             if message == NEXT:
-                await self._tick()
+                self.n += 1
+                await self.push("tick", {"n": self.n}, ack=True)
             else:
                 await super().handle_info(message, socket)
-
-        async def _tick(self) -> None:
-            self.n += 1
-            await self.push("tick", {"n": self.n}, ack=True)
 
     class IdleChannel(Channel):
         """Accepts the join and does nothing."""
