@@ -2,7 +2,7 @@
 
 Unit tests over an in-memory stream pair (every message handed over in order, the reader
 returns with the close code when the socket ends, 1009 still enforced), and end-to-end
-tests run with the hand-off on and off (the same behaviour either way).
+tests run with the fast paths (reader hand-off, direct writes) on and off: the same behaviour.
 """
 
 from __future__ import annotations
@@ -106,10 +106,10 @@ def _connections(server) -> list[Connection]:
     return [r._cell.actor for r in server.node.actors() if isinstance(r._cell.actor, Connection)]
 
 
-@pytest.mark.parametrize("handoff", [True, False], ids=["handoff", "get_message"])
-async def test_frames_are_handled_in_order_and_bad_frames_close_only_their_socket(handoff):
+@pytest.mark.parametrize("handoff, direct", [(True, True), (False, False)], ids=["fast_paths", "public_api"])
+async def test_frames_are_handled_in_order_and_bad_frames_close_only_their_socket(handoff, direct):
     Echo.seen = []
-    async with serve({"echo:*": Echo}, reader_handoff=handoff) as server:
+    async with serve({"echo:*": Echo}, reader_handoff=handoff, direct_writes=direct) as server:
         async with RawClient.open(server.ws_url()) as client, RawClient.open(server.ws_url()) as other:
             # A join and 50 messages sent back to back, without waiting for any reply.
             await client.send("1", "1", "echo:a", "phx_join")
@@ -133,9 +133,11 @@ async def test_frames_are_handled_in_order_and_bad_frames_close_only_their_socke
             server.assert_healthy()
 
 
-@pytest.mark.parametrize("handoff", [True, False], ids=["handoff", "get_message"])
-async def test_frame_over_the_limit_closes_1009_and_silence_closes_1001(handoff):
-    async with serve({"echo:*": Echo}, reader_handoff=handoff, max_frame_bytes=1000, heartbeat_timeout=0.3) as server:
+@pytest.mark.parametrize("handoff, direct", [(True, True), (False, False)], ids=["fast_paths", "public_api"])
+async def test_frame_over_the_limit_closes_1009_and_silence_closes_1001(handoff, direct):
+    async with serve(
+        {"echo:*": Echo}, reader_handoff=handoff, direct_writes=direct, max_frame_bytes=1000, heartbeat_timeout=0.3
+    ) as server:
         async with RawClient.open(server.ws_url()) as big:
             await big.send_raw(json.dumps(["1", "1", "echo:a", "phx_join", {"x": "y" * 2000}]))
             assert await big.closed() == 1009

@@ -293,7 +293,9 @@ class Connection(Actor):
         return ws
 
     def _open_transport(self, ws: Any, serializer: Serializer) -> None:
-        transport = Transport(ws, serializer, peer=self.peer, connection_id=self.ref.id)
+        transport = Transport(
+            ws, serializer, peer=self.peer, connection_id=self.ref.id, direct_writes=self.settings.direct_writes
+        )
         cell = self._cell
         if cell.timers is None:
             cell.timers = set()

@@ -71,6 +71,10 @@ class EndpointSettings:
     #: (see ``channels/reader_handoff.py``); False reads them with
     #: ``get_message()`` (same behaviour, one task switch more per frame).
     reader_handoff: bool = True
+    #: frames are handed to the kernel directly when no other write is in
+    #: progress (see ``channels/direct_writes.py``); False always writes with
+    #: trio-websocket's ``send_message`` (two scheduler trips per frame).
+    direct_writes: bool = True
 
     def __post_init__(self) -> None:
         if self.on_no_ack not in ("close_connection", "error_channel"):

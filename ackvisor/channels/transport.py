@@ -22,6 +22,7 @@ from typing import Any, Callable
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
+from .direct_writes import DirectWriter
 from .protocol import Serializer
 
 __all__ = ["Transport", "TransportClosed", "TransportStatistics"]
@@ -58,10 +59,23 @@ class Transport:
         "_arm",
         "_write_timeout",
         "_on_stall",
+        "_send_message",
     )
 
-    def __init__(self, ws: WebSocketConnection, serializer: Serializer, *, peer: str, connection_id: int) -> None:
+    def __init__(
+        self,
+        ws: WebSocketConnection,
+        serializer: Serializer,
+        *,
+        peer: str,
+        connection_id: int,
+        direct_writes: bool = False,
+    ) -> None:
         self.ws = ws
+        # Frames go to the kernel without a trip through the scheduler when the
+        # socket has room (channels/direct_writes.py); else trio-websocket's own path.
+        writer = DirectWriter.for_connection(ws) if direct_writes else None
+        self._send_message = writer.send if writer is not None else ws.send_message
         self.serializer = serializer
         self.peer = peer
         self.connection_id = connection_id
@@ -99,7 +113,7 @@ class Transport:
         if self._watch is None and self._arm is not None:
             self._arm_watch()
         try:
-            await self.ws.send_message(frame)
+            await self._send_message(frame)
         except ConnectionClosed as e:
             raise TransportClosed(str(e)) from None
         except (trio.BrokenResourceError, trio.ClosedResourceError) as e:
