@@ -1,7 +1,7 @@
 """Channels benchmark: ackvisor's Phoenix endpoint against a bare trio-websocket echo server.
 
 Run: ``.venv/bin/python bench/channels.py [--clients 100] [--quick]`` (about
-2 minutes; ``--quick`` under 30 s).  Prints ONE JSON line on stdout.  Options:
+3 minutes; ``--quick`` under 30 s).  Prints ONE JSON line on stdout.  Options:
 ``--window W`` acked pushes in flight per channel (default 1); ``--client
 fast|trio`` load generator for the throughput phases; ``--pin`` pins the
 server to CPU 0 and the clients to CPU 1 (off by default: on a shared machine
@@ -41,7 +41,9 @@ Phases (all traffic to 127.0.0.1; every loop is bounded and stops by itself):
   trio-websocket clients instead (slower: about as costly as the server).
   Both phases report server and client CPU time per round trip (the
   ``cpu_equivalent_ratio`` is robust to a busy machine) and the server's GC
-  time in the window.  Best of 7 interleaved runs (these machines are noisy: one 3 s window can run 30% slow).
+  time in the window.  The acked phase also runs with the connection's fast
+  paths off (``reader_handoff``/``direct_writes``: trio-websocket's public
+  API only), reported as ``without_fast_paths``.  Best of 7 interleaved runs (these machines are noisy: one 3 s window can run 30% slow).
 * ``idle`` - N=1,000 idle connections: bare (handshaken, blocked in
   ``get_message``) vs ackvisor (handshaken and joined to one channel).
   Python heap per connection with tracemalloc, and RSS per connection in a
@@ -1086,10 +1088,12 @@ def main() -> None:
     loadavg = os.getloadavg()[0]
 
     load = {"phase": "load", "clients": clients, "window": window, "warmup": warmup, "duration": duration, "client": load_client}
-    echo_runs, ack_runs = [], []
+    echo_runs, ack_runs, public_runs = [], [], []
+    public_api = {"reader_handoff": False, "direct_writes": False}
     for _ in range(repeat):  # interleaved, best of each: less noise from a busy machine
         echo_runs.append(run_phase({**load, "kind": "echo"}))
         ack_runs.append(run_phase({**load, "kind": "acked"}))
+        public_runs.append(run_phase({**load, "kind": "acked", "server_settings": public_api}))
     echo = max(echo_runs, key=lambda r: r["per_s"])
     acked = max(ack_runs, key=lambda r: r["per_s"])
     echo_cpu = min(r["server_cpu_us_per_rt"] for r in echo_runs)
@@ -1150,6 +1154,13 @@ def main() -> None:
             # Each acked run against the echo run just before it (a slow stretch of the machine
             # hits both): the spread shows how much of a single ratio is noise.
             "paired_ratios": {"median": _r(statistics.median(paired), 3), "min": _r(min(paired), 3), "max": _r(max(paired), 3)},
+            "without_fast_paths": {
+                "what": "acked, with EndpointSettings(reader_handoff=False, direct_writes=False): trio-websocket's "
+                "public get_message/send_message only (its reader queue and its write lock on every frame)",
+                "acked_pushes_per_s": round(max(r["per_s"] for r in public_runs)),
+                "ratio_to_echo": _r(max(r["per_s"] for r in public_runs) / echo["per_s"], 3),
+                "server_cpu_us_per_round_trip": _r(min(r["server_cpu_us_per_rt"] for r in public_runs), 1),
+            },
             "target_ratio": 0.8,
             "meets_target": ratio >= 0.8,
             "all_runs_per_s": {"echo": [round(r["per_s"]) for r in echo_runs], "acked": [round(r["per_s"]) for r in ack_runs]},
