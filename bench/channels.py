@@ -1173,8 +1173,9 @@ def main() -> None:
         },
         "push_to_ack_latency_ms": {
             "measured": (
-                "server-side: PendingAck.sent_at (set when the write returned, i.e. after send_all's trailing "
-                "checkpoint) -> ack handled by the tracker; from_queued_*: from PendingAck.queued_at (before encode + write)"
+                "server-side: PendingAck.sent_at (set when the write returned: the frame is in the kernel) -> ack "
+                "handled by the tracker; from_queued_*: from PendingAck.queued_at (before encode + write). With 100 "
+                "clients and one push in flight each this is mostly queueing: about clients / throughput"
             ),
             f"at_{clients}_clients": lat(acked),
             "at_1_client": lat(one),
