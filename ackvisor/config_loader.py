@@ -254,6 +254,7 @@ class _Loader:
         shutdown_timeout = t.take("shutdown_timeout", _duration(), default.shutdown_timeout)
         drain_window = t.take("drain_window", _duration(), default.drain_window)
         pid_file = t.take("pid_file", _path_string, str(default.pid_file))
+        gc_threshold = t.take("gc_threshold", _integer(100), default.gc_threshold)
         t.finish(_SECTION_HINTS)
         if drain_window > shutdown_timeout:
             ctx.problem(
@@ -264,7 +265,7 @@ class _Loader:
         pid_path = Path(pid_file)
         if not pid_path.is_absolute():
             pid_path = Path(os.path.abspath(os.path.join(self.config_dir, pid_file)))
-        return NodeSection(name, shutdown_timeout, drain_window, pid_path)
+        return NodeSection(name, shutdown_timeout, drain_window, pid_path, gc_threshold)
 
     def logging_section(self, ctx: _FileCtx, raw: object) -> LoggingSection:
         default = LoggingSection()

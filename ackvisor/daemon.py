@@ -34,6 +34,7 @@ control socket it logs ``already_running`` and exits 2.
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import signal
@@ -180,6 +181,16 @@ class Daemon:
 
     async def _run_node(self) -> None:
         config = self.config
+        # Process-wide, so set for the node's lifetime only (the daemon may run in-process in tests).
+        gc_before = gc.get_threshold()
+        gc.set_threshold(config.node.gc_threshold, *gc_before[1:])
+        try:
+            await self._run_node_with_gc_set()
+        finally:
+            gc.set_threshold(*gc_before)
+
+    async def _run_node_with_gc_set(self) -> None:
+        config = self.config
         async with open_node(config.node.name) as node:
             self.node = node
             node.history = MemoryHistory(config.history.size, config.history.max_age)  # type: ignore[attr-defined]
@@ -215,7 +226,10 @@ class Daemon:
                     nursery.start_soon(self._watch_root)
                     nursery.start_soon(self._reloader)
                     print(f"ackvisor node {config.node.name!r} listening on {self.endpoint.url} (pid {os.getpid()})", file=self.out, flush=True)
-                    log.info("node_started", node=config.node.name, url=self.endpoint.url, pid=os.getpid())
+                    log.info(
+                        "node_started", node=config.node.name, url=self.endpoint.url, pid=os.getpid(),
+                        gc_threshold=gc.get_threshold()[0],
+                    )
                     await self._stopping.wait()
                     self._reload_scope.cancel()  # a reload in flight must not start children now
                     if self._exit_code == EXIT_OK:

@@ -124,6 +124,7 @@ def test_empty_config_gives_all_defaults() -> None:
     assert config.node.name == "ackvisor"
     assert config.node.shutdown_timeout == 30.0
     assert config.node.drain_window == 2.0
+    assert config.node.gc_threshold == 10000
     assert config.node.pid_file == (CONFIGS / "ackvisor.pid").absolute()
     assert config.node.control_socket == (CONFIGS / "ackvisor.sock").absolute()
     assert config.logging == LoggingSection()
@@ -375,6 +376,7 @@ def test_problem_str_without_line() -> None:
         ("[endpoint]\nmax_frame_bytes = 0\n", "endpoint.max_frame_bytes", 2, 0, "an integer > 0"),
         ('[endpoint]\nheartbeat_timeout = "0s"\n', "endpoint.heartbeat_timeout", 2, "0s", "a duration > 0"),
         ('[endpoint]\nwrite_timeout = "-1s"\n', "endpoint.write_timeout", 2, "-1s", "a duration > 0"),
+        ("[node]\ngc_threshold = 5\n", "node.gc_threshold", 2, 5, "an integer >= 100"),
         ('[channels]\nack_timeout = "5 seconds"\n', "channels.ack_timeout", 2, "5 seconds", "a duration > 0"),
         ('[channels]\non_no_ack = "ignore"\n', "channels.on_no_ack", 2, "ignore",
          'one of "close_connection", "error_channel"'),

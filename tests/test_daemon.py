@@ -644,7 +644,9 @@ async def test_run_with_a_broken_config_does_not_start(tmp_path: Path) -> None:
 
 
 async def test_json_logs_parse_and_carry_one_no_ack_received(tmp_path: Path) -> None:
-    async with run_daemon(DEFAULT_CONFIG, tmp_path, "channels.ack_timeout=300ms") as daemon:
+    async with run_daemon(DEFAULT_CONFIG, tmp_path, "channels.ack_timeout=300ms", "node.gc_threshold=2500") as daemon:
+        started = await daemon.wait_log("node_started")
+        assert started["gc_threshold"] == 2500  # applied to the daemon's process
         async with PhoenixJS.open(daemon.url, **NO_RECONNECT) as js:
             hydrate = await join_lobby(js, ack="none")
             message_id = hydrate["payload"]["message_id"]
