@@ -58,6 +58,8 @@ class EndpointSettings:
     check_origin: tuple[str, ...] = ()
     max_frame_bytes: int = 1 << 20
     heartbeat_timeout: float = 60.0
+    #: a client that reads nothing for this long while frames wait to be
+    #: written crashes its connection with ``write_stalled`` (transport.py)
     write_timeout: float = 10.0
     max_channels: int = 100
     max_connections: float = math.inf
