@@ -147,7 +147,7 @@ class AckTracker:
         """Count the frame's size against the unacked-bytes cap; True if now :meth:`over_limit`."""
         pending.size = size
         self.awaiting_bytes += size
-        return len(self.awaiting) > self.max_unacked or self.awaiting_bytes > self.max_unacked_bytes
+        return self.over_limit()
 
     def over_limit(self) -> bool:
         """True when more messages (or bytes) await ack than the caps allow: the client is hopelessly slow."""
